@@ -1,0 +1,19 @@
+"""§4, the controlled experiment: claims C4a (Fig. 1a) and C4b (Fig. 1b).
+
+Select with ``pytest claims -k toy``; ``--profile paper`` trains App. A's configuration.
+"""
+
+import pytest
+
+from claims.table import EXPECTED, checks_for
+from fixtures.report import assert_supported, check_param
+
+PARAMS = [check_param(c, None, EXPECTED.get((c.test_id(), "toy"))) for c in checks_for("toy")]
+
+
+@pytest.mark.parametrize("check, model", PARAMS)
+def test_toy_claim(check, model, toy_runs, verify, settings):
+    runs = toy_runs[check.params["setup"]]
+    config = {**settings.profile.toy.to_dict(), "seeds": [r.seed for r in runs],
+              "seconds": sum(r.seconds for r in runs)}
+    assert_supported(verify(check, runs, config=config))

