@@ -7,6 +7,7 @@ from hypothesis import settings
 pytest_plugins = [
     "fixtures.options",
     "fixtures.toy",
+    "fixtures.models",
     "fixtures.report",
 ]
 

@@ -21,7 +21,7 @@ class Claim:
     section: str
     quote: str
     paper_value: str
-    figure: str | None = None  # figure kind drawn by ropedim.figures for this claim
+    figures: tuple[str, ...] = ()  # figure kinds drawn by ropedim.figures for this claim
     decisions: tuple[str, ...] = ()  # what the paper leaves open and what we chose
 
 
@@ -54,7 +54,7 @@ CLAIMS = {c.id: c for c in [
           "It shows that the model trained with RoPE applied learns to assign lower weights to "
           "the first few dimensions of {q_i} and {k_i}. [...] In contrast, the models without "
           "RoPE do not exhibit these phenomena.",
-          "plot: lower |q|, |k| in the first dims with RoPE; flat without", figure="fig1a",
+          "plot: lower |q|, |k| in the first dims with RoPE; flat without", figures=("fig1a",),
           decisions=TOY_DECISIONS + (
               "Statistic: log(mean |q|,|k| over the last eighth of dims / over the first "
               "eighth), dims in θ order (16 of 128 as in §5); bootstrap over tuples, "
@@ -64,12 +64,30 @@ CLAIMS = {c.id: c for c in [
           "significantly, while removing the last few dimensions greatly increases the loss. "
           "[...] In contrast, the models without RoPE do not exhibit these phenomena.",
           "plot: flat loss when the first dims go, steep when the last go; symmetric without RoPE",
-          figure="fig1b",
+          figures=("fig1b",),
           decisions=TOY_DECISIONS + (
               "Removing a dim sets it to 0 in q (hence its term of q·k) on a fixed evaluation "
               "set; 'a few dims' is a quarter of the head (32 of 128). 'Barely changes' is an "
               "increase below 0.1 nats; 'greatly increases' is an asymmetry above 1 nat; "
               "'no asymmetry' is a difference within ±0.25 nats.",)),
+    Claim("C5a", "§5, Fig. 2a and Fig. 5",
+          "For quick inspection, we first plot the L1 norm of the rows in the query projection "
+          "matrices in all the attention heads in Figure 2. It shows increasing trends for all "
+          "three models, as we have found in the toy experiment (Figure 1(a)).",
+          "plot: increasing trend for Llama, Qwen and OLMo", figures=("fig2a", "fig5"),
+          decisions=(
+              "Dims are ordered by the θ each layer actually uses (read from the model's rotary "
+              "module: llama3/YaRN scaling, Gemma 3's local and global bases).",
+              "Statistic: per head, the Spearman correlation between θ rank and the L1 norm of "
+              "the W_q row. The claim holds when the mean over heads has a bootstrap interval "
+              "(over heads) above 0.1 (a trend, not noise: an untrained model of the same "
+              "shape gives 0 ± 0.03) and the share of heads with a positive trend has its "
+              "interval above 0.6 (a clear majority; chance is 0.5).",
+              "OLMo 2 and Gemma 3 normalise q before RoPE, so the row norm is not the effective "
+              "scale; the 'scaled' check multiplies each row by |q_norm weight| "
+              "(for OLMo 2, whose norm spans all heads, this is the per-dim gain).",
+              "GQA does not enter: W_q rows belong to query heads.",
+          )),
 ]}
 
 # Fractions of a head are the paper's 16 of 128 dims scaled to the head size.
@@ -101,8 +119,25 @@ CHECKS = [
           paper_value="≈ 0 (no asymmetry)"),
 ]
 
-# (check test id pattern, subject) -> reason: known findings, run as strict xfail.
-EXPECTED: dict[tuple[str, str], str] = {}
+CHECKS += [
+    Check("C5a", "", "model", "wq_trend",
+          "mean over heads of Spearman(θ rank, W_q row L1 norm)",
+          Criterion("greater", 0.1), {"scaled": False}, paper_value="> 0 (increasing)"),
+    Check("C5a", "heads", "model", "wq_trend_share",
+          "share of heads with Spearman(θ rank, W_q row L1) > 0",
+          Criterion("greater", 0.6), {"scaled": False}, paper_value="most heads (all 3 LLMs)"),
+    Check("C5a", "scaled", "model", "wq_trend",
+          "as C5a, rows scaled by |q_norm weight| (q/k-norm models only)",
+          Criterion("greater", 0.1), {"scaled": True}, paper_value="> 0 (increasing)"),
+]
+
+# test id -> reason: known findings on a subject, run as strict xfail.
+GEMMA3_WQ = ("Gemma 3 270M shows no W_q row-norm trend over θ rank (mean Spearman 0.02 "
+             "[-0.11, 0.15] over 72 heads, 54% positive; scaled by q_norm 0.07 [-0.03, 0.16]): "
+             "a finding beyond the paper's three 7-8B models")
+EXPECTED: dict[str, str] = {
+    "C5a-gemma3": GEMMA3_WQ, "C5a-gemma3-heads": GEMMA3_WQ, "C5a-gemma3-scaled": GEMMA3_WQ,
+}
 
 
 def checks_for(subject: str) -> list[Check]:

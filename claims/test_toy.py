@@ -8,7 +8,7 @@ import pytest
 from claims.table import EXPECTED, checks_for
 from fixtures.report import assert_supported, check_param
 
-PARAMS = [check_param(c, None, EXPECTED.get((c.test_id(), "toy"))) for c in checks_for("toy")]
+PARAMS = [check_param(c, None, EXPECTED.get(c.test_id())) for c in checks_for("toy")]
 
 
 @pytest.mark.parametrize("check, model", PARAMS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,7 +42,7 @@ def fig1a(records):
         ax.set_xlabel("dimension (θ order, highest frequency first)")
     axes[0].set_ylabel("mean |value| over tuples")
     axes[0].legend(frameon=False)
-    fig.suptitle("Fig. 1a: average magnitude per dimension")
+    fig.suptitle("Fig. 1a: average magnitude per dimension", y=1.03)
     return fig
 
 
@@ -59,4 +60,45 @@ def fig1b(records):
     ax.set_ylabel("loss (Eq. 3), nats")
     ax.set_title("Fig. 1b: removing dimensions")
     ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def _per_model(records):
+    """{model: figure data}, the raw (unscaled) variant first."""
+    out = {}
+    for r in sorted(records, key=lambda r: r["figure"].get("scaled", False)):
+        out.setdefault((r["figure"]["model"], r["figure"].get("scaled", False)), r["figure"])
+    return out
+
+
+@figure
+def fig2a(records):
+    """Fig. 2a: average L1 norm of W_q rows per dimension (θ order), one line per model."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for (model, scaled), f in _per_model(records).items():
+        ax.plot(f["curve"], lw=1.3, ls="--" if scaled else "-",
+                label=f"{model}" + (" (× |q_norm|)" if scaled else ""))
+    ax.set_xlabel("dimension (θ order, highest frequency first)")
+    ax.set_ylabel("mean L1 norm of W_q row")
+    ax.set_title("Fig. 2a: W_q row norms")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+@figure
+def fig5(records):
+    """Fig. 5: every head's W_q row norms (rows: layer × head, columns: θ order)."""
+    panels = {k: f for k, f in _per_model(records).items() if not k[1]}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.2), squeeze=False)
+    for ax, ((model, _), f) in zip(axes[0], panels.items()):
+        h = np.asarray(f["heatmap"])
+        h = h / h.mean(1, keepdims=True)  # each head relative to its own mean
+        lo, hi = np.percentile(h, [1, 99])
+        im = ax.imshow(h, aspect="auto", cmap="viridis", interpolation="nearest", vmin=lo, vmax=hi)
+        ax.set_title(model)
+        ax.set_xlabel("dimension (θ order)")
+        ax.set_ylabel(f"layer × head ({f['n_heads']} heads a layer)")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="row L1 / head mean")
+    fig.suptitle("Fig. 5: L1 norm of W_q rows, every head")
+    fig.tight_layout()
     return fig

@@ -84,3 +84,35 @@ def toy_removal_asymmetry(runs: list[ToyRun], fraction: float, seed: int = 0, **
     est = _removal(runs, ("first", k), ("last", k), seed)
     est.extra["dims_removed"] = k
     return est, _toy_curves(runs)
+
+
+# --- §5, W_q row norms (C5a) ----------------------------------------------------
+
+def _wq(loaded, scaled: bool):
+    from .weights import wq_norms
+    w = wq_norms(loaded.model, loaded.anatomy)
+    paper = w.scaled_paper if scaled else w.paper  # [L, H, Dh]
+    rho = (w.scaled_spearman if scaled else w.spearman).flatten().numpy()
+    figure = {"model": loaded.name, "scaled": scaled,
+              "curve": paper.mean(dim=(0, 1)).tolist(),
+              "heatmap": np.round(paper.flatten(0, 1).numpy(), 4).tolist(),  # [L·H, Dh]
+              "n_heads": loaded.anatomy.n_heads}
+    return rho[~np.isnan(rho)], figure
+
+
+@measure
+def wq_trend(loaded, scaled: bool, seed: int = 0, **_):
+    """C5a: mean over heads of Spearman(θ rank, W_q row L1); bootstrap over heads."""
+    rho, figure = _wq(loaded, scaled)
+    est = stats.mean_ci(rho, seed=seed)
+    est.extra = {"heads": len(rho), "share_positive": float((rho > 0).mean())}
+    return est, figure
+
+
+@measure
+def wq_trend_share(loaded, scaled: bool, seed: int = 0, **_):
+    """C5a: share of heads whose Spearman(θ rank, W_q row L1) is positive."""
+    rho, figure = _wq(loaded, scaled)
+    est = stats.mean_ci((rho > 0).astype(float), seed=seed)
+    est.extra = {"heads": len(rho), "mean_spearman": float(rho.mean())}
+    return est, figure

@@ -34,15 +34,16 @@ def write(records: list[dict], report_dir: Path, claims: dict) -> list[Path]:
     figs = {}
     for claim_id, claim in claims.items():
         mine = [r for r in rows if r["claim"] == claim_id and r.get("figure")]
-        if claim.figure and mine:
-            figs[claim_id] = figures.draw(claim.figure, mine, fig_dir / f"{claim_id}.png")
+        if mine:
+            figs[claim_id] = [figures.draw(kind, mine, fig_dir / f"{claim_id}-{kind}.png")
+                              for kind in claim.figures]
     public = [{k: v for k, v in r.items() if k != "figure"} for r in rows]
     atomic_write(json_path, lambda t: t.write_text(json.dumps(public, indent=1, default=float)))
     atomic_write(md_path, lambda t: t.write_text(_markdown(rows, claims, figs, report_dir)))
     # figure data stays in a side file so the next run can redraw merged figures
     atomic_write(report_dir / ".figure-data.json",
                  lambda t: t.write_text(json.dumps({r["test_id"]: r.get("figure") for r in rows})))
-    return [md_path, json_path, *figs.values()]
+    return [md_path, json_path, *(p for ps in figs.values() for p in ps)]
 
 
 def _load(path: Path) -> list[dict]:
@@ -96,8 +97,8 @@ def _markdown(rows, claims, figs, report_dir) -> str:
             continue
         out += ["", f"## {cid} ({claim.section})", "", f"> {claim.quote}", "",
                 f"The paper's evidence: {claim.paper_value}.", ""]
-        if cid in figs:
-            out += [f"![{cid}]({figs[cid].relative_to(report_dir).as_posix()})", ""]
+        for path in figs.get(cid, []):
+            out += [f"![{cid}]({path.relative_to(report_dir).as_posix()})", ""]
         out += ["| test | statistic | measured [interval] | n | tolerance | verdict | why | seconds |",
                 "|---|---|---|---|---|---|---|---|"]
         for r in mine:
