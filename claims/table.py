@@ -21,6 +21,7 @@ class Claim:
     section: str
     quote: str
     paper_value: str
+    paper_table: dict | None = None  # {model: {variant: [1st, 10th, 20th, avg]}} (Tables 1-3)
     figures: tuple[str, ...] = ()  # figure kinds drawn by ropedim.figures for this claim
     decisions: tuple[str, ...] = ()  # what the paper leaves open and what we chose
 
@@ -48,6 +49,50 @@ TOY_DECISIONS = (
     "Attention softmax(q·k/√d); RoPE as LLaMA's (base 10000) on q and k; vectors start N(0, 1); "
     "Adam; the rope and no-rope heads of a seed share initialisation and data.",
 )
+
+QA_DECISIONS = (
+    "Data: the paper's 20-document files when given (--qa-data); otherwise k-document "
+    "contexts built from the 2655-question NQ-open oracle file (gold at the first, middle "
+    "or last position; BM25-retrieved distractors that contain no gold answer), and the "
+    "project's synthetic retrieval task in the same format. The report names which.",
+    "Accuracy: best_subspan_em as Liu et al. (prediction cut at its first line), greedy "
+    "decoding; the same questions and distractors at every gold position (paired).",
+    "A model too weak on a task (original accuracy below the table's floor) gives "
+    "'inconclusive', never a pass.",
+)
+UTILITY_DECISIONS = (
+    "Eq. 4 on the model's own answers: q, K, V captured after RoPE while reading "
+    "instruction + documents + question + generated answer; the error is taken at the "
+    "question-and-answer query positions (mean over positions), α = 1/head_dim.",
+    "u = clamp to [0, 1] after each Adam step from u = 1; all heads of all layers "
+    "optimised together; GQA: K, V of the head's KV group; u multiplies the query after RoPE.",
+)
+RETRIEVAL_DECISIONS = (
+    "Retrieval score: per head, the attention weight from the question-and-answer tokens "
+    "onto the instruction and documents, excluding the first (begin-of-string) token, "
+    "averaged over those tokens and over examples. Retrieval heads: score > 0.5.",
+)
+MASK_DECISIONS = (
+    "'First/last 16 of 128' is scaled to the head: one eighth (32 of 128: one quarter), "
+    "whole rotary pairs, in θ order read from the model.",
+    "Mask on the query of a query head (GQA: K, V untouched). Fast mode masks from the "
+    "question on and reuses the unmasked context's KV cache; the faithful mode masks at "
+    "every position, as the paper does; the report gives the gap between the two.",
+    "Paired statistics against the unmasked run on the same examples: bootstrap interval "
+    "of the difference in accuracy points (averaged over gold positions) and McNemar's test.",
+)
+
+TABLE2 = {  # accuracy (%), gold at the 1st / 10th / 20th document, average
+    "Llama": {"none": [60.49, 53.18, 48.59, 54.09], "first16": [60.79, 53.75, 50.32, 54.95],
+              "first32": [59.51, 52.77, 47.88, 53.39], "last16": [13.82, 17.29, 51.98, 27.70],
+              "last32": [4.07, 5.27, 36.20, 15.18]},
+    "OLMo": {"none": [59.32, 53.45, 57.21, 56.66], "first16": [60.19, 52.92, 57.48, 56.86],
+             "first32": [60.83, 52.84, 57.02, 56.90], "last16": [42.21, 40.11, 56.12, 46.15],
+             "last32": [29.87, 33.37, 46.48, 36.57]},
+    "Qwen": {"none": [60.41, 57.14, 58.61, 58.72], "first16": [63.81, 58.98, 61.13, 61.31],
+             "first32": [60.72, 51.22, 57.66, 56.53], "last16": [19.62, 20.60, 19.51, 19.91],
+             "last32": [0.30, 0.45, 0.98, 0.58]},
+}
 
 CLAIMS = {c.id: c for c in [
     Claim("C4a", "§4, Fig. 1a",
@@ -88,6 +133,47 @@ CLAIMS = {c.id: c for c in [
               "(for OLMo 2, whose norm spans all heads, this is the per-dim gain).",
               "GQA does not enter: W_q rows belong to query heads.",
           )),
+    Claim("C5b", "§5.2, Fig. 2b and Fig. 6",
+          "We find that the utility scores of the first few dimensions are lower than the "
+          "last few dimensions [...] (Figure 2b)",
+          "plot: average utility rises with dimension index", figures=("fig2b", "fig6"),
+          decisions=QA_DECISIONS + UTILITY_DECISIONS),
+    Claim("C5c", "§5.2, Table 1 and Table 3",
+          "masking the dimensions with low utility scores does not greatly decrease the "
+          "performance", "Δ avg accuracy: Llama +0.06, OLMo +0.89, Qwen −1.36 points",
+          paper_table={"Llama": {"none": [60.49, 53.18, 48.59, 54.09], "utility": [58.98, 52.66, 50.81, 54.15]},
+                       "OLMo": {"none": [59.32, 53.45, 57.21, 56.66], "utility": [59.51, 53.52, 59.62, 57.55]},
+                       "Qwen": {"none": [60.41, 57.14, 58.61, 58.72], "utility": [60.49, 55.25, 56.35, 57.36]}},
+          figures=("accuracy_by_position",), decisions=QA_DECISIONS + UTILITY_DECISIONS + (
+              "Masked: every query dim with u < 0.5, in every head, at every position (fast "
+              "mode: from the question on). Non-inferiority: the paired bootstrap interval of "
+              "masked − original accuracy (points, averaged over gold positions) must lie "
+              "above −3 points.",)),
+    Claim("C5d", "§5.3, Fig. 3",
+          "the utility scores of the last 16 dimensions are positively correlated with the "
+          "retrieval score, while the first 16 dimensions are negatively correlated "
+          "(except for Qwen)",
+          "ρ first16 / last16: Llama −0.34 / 0.38, OLMo −0.12 / 0.20, Qwen 0.10 / 0.54",
+          figures=("fig3",), decisions=QA_DECISIONS + UTILITY_DECISIONS + RETRIEVAL_DECISIONS),
+    Claim("C-Fig4", "Appendix, Fig. 4",
+          "the correlation between the L1 norm of the rows of W_q and the utility scores of "
+          "the first and last dimensions",
+          "ρ first16 / last16: Llama −0.47 / 0.44, OLMo −0.03 / 0.26, Qwen −0.27 / 0.10",
+          figures=("fig4",), decisions=UTILITY_DECISIONS + (
+              "Per head: x = mean L1 norm of the W_q rows of those dims, y = their mean "
+              "utility; Pearson ρ across heads.",)),
+    Claim("C5e", "§5.4, Table 2",
+          "masking the first 16 dimensions of the retrieval heads slightly increases the "
+          "average accuracy [...] masking the first 32 dimensions [decreases it by] less than "
+          "2.2 points", "Δ avg (first16 / first32): Llama +0.86 / −0.70, OLMo +0.20 / +0.24, "
+          "Qwen +2.59 / −2.19 points", paper_table=TABLE2, figures=("accuracy_by_position",),
+          decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + MASK_DECISIONS),
+    Claim("C5f", "§5.4, Table 2",
+          "masking the last 32 dimensions of the retrieval heads is detrimental; masking the "
+          "last 16 also hurts, but less so when the answer is in the 20th document",
+          "Δ avg (last16 / last32): Llama −26.4 / −38.9, OLMo −10.5 / −20.1, "
+          "Qwen −38.8 / −58.1 points", paper_table=TABLE2, figures=("accuracy_by_position",),
+          decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + MASK_DECISIONS),
 ]}
 
 # Fractions of a head are the paper's 16 of 128 dims scaled to the head size.
@@ -131,12 +217,72 @@ CHECKS += [
           Criterion("greater", 0.1), {"scaled": True}, paper_value="> 0 (increasing)"),
 ]
 
+# --- §5.2-5.4: utility, retrieval heads, masked accuracy (on every --model and task) ---
+TASKS = ("synthetic", "nq")
+MIN_ACCURACY = 10.0  # below this original accuracy (%) the accuracy claims are inconclusive
+RETRIEVAL_THRESHOLD = 0.5  # §5.4: retrieval heads have a score above 0.5
+UTILITY_THRESHOLD = 0.5  # §5.2, Table 1: dims with utility below 0.5 are masked
+
+for task in TASKS:
+    tp = {"task": task}
+    acc = {"task": task, "min_accuracy": MIN_ACCURACY}
+    CHECKS += [
+        Check("C5b", task, "model", "utility_trend",
+              "mean over heads of Spearman(θ rank, utility u)",
+              Criterion("greater", 0.1), tp, paper_value="> 0 (increasing)"),
+        Check("C5b", f"heads-{task}", "model", "utility_trend_share",
+              "share of heads with Spearman(θ rank, u) > 0",
+              Criterion("greater", 0.6), tp, paper_value="most heads"),
+        Check("C5c", task, "model", "masked_accuracy_delta",
+              "masked (u < 0.5) − original accuracy, points, avg over positions",
+              Criterion("greater", -3.0), {**acc, "variant": "utility"},
+              paper_value="+0.06 / +0.89 / −1.36 (Llama / OLMo / Qwen)"),
+        Check("C5d", f"first16-{task}", "model", "retrieval_utility_corr",
+              "Pearson ρ(retrieval score, mean u of the first eighth of dims) over heads",
+              Criterion("less", 0.0), {**tp, "which": "first", "fraction": EIGHTH},
+              paper_value="−0.34 / −0.12 / +0.10"),
+        Check("C5d", f"last16-{task}", "model", "retrieval_utility_corr",
+              "Pearson ρ(retrieval score, mean u of the last eighth of dims) over heads",
+              Criterion("greater", 0.0), {**tp, "which": "last", "fraction": EIGHTH},
+              paper_value="+0.38 / +0.20 / +0.54"),
+        Check("C-Fig4", f"first16-{task}", "model", "wq_utility_corr",
+              "Pearson ρ(W_q row L1, u), first eighth of dims, over heads",
+              Criterion("less", 0.0), {**tp, "which": "first", "fraction": EIGHTH},
+              paper_value="−0.47 / −0.03 / −0.27"),
+        Check("C-Fig4", f"last16-{task}", "model", "wq_utility_corr",
+              "Pearson ρ(W_q row L1, u), last eighth of dims, over heads",
+              Criterion("greater", 0.0), {**tp, "which": "last", "fraction": EIGHTH},
+              paper_value="+0.44 / +0.26 / +0.10"),
+        Check("C5e", f"first16-{task}", "model", "masked_accuracy_delta",
+              "masked first eighth − original accuracy, points, avg over positions",
+              Criterion("greater", -2.2), {**acc, "variant": "first16"},
+              paper_value="+0.86 / +0.20 / +2.59"),
+        Check("C5e", f"first32-{task}", "model", "masked_accuracy_delta",
+              "masked first quarter − original accuracy, points, avg over positions",
+              Criterion("greater", -2.2), {**acc, "variant": "first32"},
+              paper_value="−0.70 / +0.24 / −2.19"),
+        Check("C5f", f"last32-{task}", "model", "masked_accuracy_delta",
+              "masked last quarter − original accuracy, points, avg over positions",
+              Criterion("less", -5.0), {**acc, "variant": "last32"},
+              paper_value="−38.9 / −20.1 / −58.1"),
+        Check("C5f", f"last16-{task}", "model", "masked_accuracy_delta",
+              "masked last eighth − original accuracy, points, avg over positions",
+              Criterion("less", -2.2), {**acc, "variant": "last16"},
+              paper_value="−26.4 / −10.5 / −38.8"),
+        Check("C5f", f"last16-position-{task}", "model", "masked_position_gap",
+              "Δ accuracy (last eighth masked) at the last gold position − at the first",
+              Criterion("greater", 0.0), {**acc, "variant": "last16"},
+              paper_value="+50.1 / +16.0 / +1.7 points"),
+    ]
+
 # test id -> reason: known findings on a subject, run as strict xfail.
 GEMMA3_WQ = ("Gemma 3 270M shows no W_q row-norm trend over θ rank (mean Spearman 0.02 "
              "[-0.11, 0.15] over 72 heads, 54% positive; scaled by q_norm 0.07 [-0.03, 0.16]): "
              "a finding beyond the paper's three 7-8B models")
 EXPECTED: dict[str, str] = {
     "C5a-gemma3": GEMMA3_WQ, "C5a-gemma3-heads": GEMMA3_WQ, "C5a-gemma3-scaled": GEMMA3_WQ,
+    **{f"C5d-qwen-first16-{t}": "the paper itself reports ρ = +0.10 for Qwen (§5.3: 'except "
+       "for Qwen')" for t in TASKS},
 }
 
 

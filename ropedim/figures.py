@@ -102,3 +102,88 @@ def fig5(records):
     fig.suptitle("Fig. 5: L1 norm of W_q rows, every head")
     fig.tight_layout()
     return fig
+
+
+def _latest(records, key):
+    """One figure payload per distinct ``key(figure)``."""
+    out = {}
+    for r in records:
+        if r.get("figure"):
+            out.setdefault(key(r["figure"]), r["figure"])
+    return out
+
+
+@figure
+def fig2b(records):
+    """Fig. 2b: average utility score per dimension (θ order)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for (model, task), f in _latest(records, lambda f: (f["model"], f["task"])).items():
+        ax.plot(f["curve"], lw=1.3, label=f"{model} ({task})")
+    ax.set_xlabel("dimension (θ order, highest frequency first)")
+    ax.set_ylabel("mean utility u")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Fig. 2b: utility scores")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+@figure
+def fig6(records):
+    """Fig. 6: every head's utility scores (rows: layer × head, columns: θ order)."""
+    panels = _latest(records, lambda f: (f["model"], f["task"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.2), squeeze=False)
+    for ax, ((model, task), f) in zip(axes[0], panels.items()):
+        im = ax.imshow(f["heatmap"], aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{model} ({task})")
+        ax.set_xlabel("dimension (θ order)")
+        ax.set_ylabel(f"layer × head ({f['n_heads']} heads a layer)")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="u")
+    fig.suptitle("Fig. 6: utility scores, every head")
+    fig.tight_layout()
+    return fig
+
+
+def _scatter(records, title):
+    panels = _latest(records, lambda f: (f["model"], f["task"], f["which"]))
+    keys = sorted(panels, key=lambda k: (k[0], k[1], k[2] != "first"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        f = panels[key]
+        sc = ax.scatter(f["x"], f["y"], c=f["layer"], cmap="viridis", s=12)
+        rho = np.corrcoef(f["x"], f["y"])[0, 1] if len(f["x"]) > 2 else float("nan")
+        ax.set_title(f"{key[0]} ({key[1]}), {key[2]} dims: ρ = {rho:.2f}", fontsize=9)
+        ax.set_xlabel(f["labels"][0])
+        ax.set_ylabel(f["labels"][1])
+    fig.colorbar(sc, ax=axes[0].tolist(), label="layer", fraction=0.02)
+    fig.suptitle(title)
+    return fig
+
+
+@figure
+def fig3(records):
+    """Fig. 3: retrieval score against the utility of the first/last dims, by layer."""
+    return _scatter(records, "Fig. 3: retrieval score vs utility (one point a head)")
+
+
+@figure
+def fig4(records):
+    """Fig. 4: W_q row L1 norm against the utility of the same dims."""
+    return _scatter(records, "Fig. 4: W_q row L1 norm vs utility (one point a head)")
+
+
+@figure
+def accuracy_by_position(records):
+    """Accuracy by gold position under each mask variant (Tables 1-3 as lines)."""
+    panels = _latest(records, lambda f: (f["model"], f["task"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, ((model, task), f) in zip(axes[0], panels.items()):
+        for v, acc in f["accuracy"].items():
+            ax.plot(f["positions"], acc, marker="o", lw=1.3, ls="-" if v == "none" else "--", label=v)
+        ax.set_title(f"{model} ({task}, n = {f['n']})")
+        ax.set_xlabel("gold document position")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.set_xticks(f["positions"])
+    axes[0][0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

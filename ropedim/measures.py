@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 
 from . import stats
 from .toy import ToyRun, magnitude
@@ -116,3 +117,123 @@ def wq_trend_share(loaded, scaled: bool, seed: int = 0, **_):
     est = stats.mean_ci((rho > 0).astype(float), seed=seed)
     est.extra = {"heads": len(rho), "mean_spearman": float(rho.mean())}
     return est, figure
+
+
+# --- §5.2-5.4: utility, retrieval heads, masked accuracy --------------------------
+
+def _trend(study, seed):
+    from .weights import spearman_with_rank, to_paper_order
+    u, rank = study.scores["utility"], study.loaded.anatomy.rank
+    rho = spearman_with_rank(u, rank).flatten().numpy()
+    paper = to_paper_order(u, rank)
+    figure = {"model": study.loaded.name, "task": study.cfg.task, "curve": paper.mean(dim=(0, 1)).tolist(),
+              "heatmap": np.round(paper.flatten(0, 1).numpy(), 3).tolist(),
+              "n_heads": study.loaded.anatomy.n_heads}
+    return rho[~np.isnan(rho)], figure
+
+
+@measure
+def utility_trend(study, seed: int = 0, **_):
+    """C5b: mean over heads of Spearman(θ rank, u); bootstrap over heads."""
+    rho, figure = _trend(study, seed)
+    est = stats.mean_ci(rho, seed=seed)
+    est.extra = {"heads": len(rho), "share_positive": float((rho > 0).mean()),
+                 "heads_with_constant_u": int(study.scores["utility"].numel() // study.loaded.anatomy.head_dim - len(rho))}
+    return est, figure
+
+
+@measure
+def utility_trend_share(study, seed: int = 0, **_):
+    """C5b: share of heads whose Spearman(θ rank, u) is positive."""
+    rho, figure = _trend(study, seed)
+    est = stats.mean_ci((rho > 0).astype(float), seed=seed)
+    est.extra = {"heads": len(rho), "mean_spearman": float(rho.mean())}
+    return est, figure
+
+
+def _dims_mean(x, study, which, fraction):
+    """Per head, the mean of x [L, H, Dh] over the first/last ``fraction`` of dims -> [L·H]."""
+    from .rope import first_last_mask
+    a = study.loaded.anatomy
+    k = _count(a.head_dim, fraction)
+    sel = torch.stack([first_last_mask(r, which, k) for r in a.rank]).float()  # [L, Dh]
+    return ((x * sel[:, None]).sum(-1) / sel.sum(-1)[:, None]).flatten().numpy()
+
+
+def _corr(x, y, seed, labels, study, which):
+    ok = ~(np.isnan(x) | np.isnan(y))
+    est = stats.pearson_test(x[ok], y[ok], seed=seed)
+    layers = np.repeat(np.arange(study.loaded.anatomy.n_layers), study.loaded.anatomy.n_heads)
+    figure = {"model": study.loaded.name, "task": study.cfg.task, "which": which, "x": np.round(x, 4).tolist(),
+              "y": np.round(y, 4).tolist(), "layer": layers.tolist(), "labels": labels}
+    return est, figure
+
+
+@measure
+def retrieval_utility_corr(study, which: str, fraction: float, seed: int = 0, **_):
+    """C5d: Pearson ρ over heads between the retrieval score and the mean utility of the
+    first/last dims; permutation p-value, bootstrap interval."""
+    x = study.scores["retrieval"].flatten().numpy()
+    y = _dims_mean(study.scores["utility"], study, which, fraction)
+    est, fig = _corr(x, y, seed, ["retrieval score", f"mean utility, {which} dims"], study, which)
+    est.extra = {"p_permutation": est.p_value, "heads": int(len(x)),
+                 "retrieval_heads": len(study.retrieval_heads)}
+    return est, fig
+
+
+@measure
+def wq_utility_corr(study, which: str, fraction: float, seed: int = 0, **_):
+    """Fig. 4: Pearson ρ over heads between the W_q row L1 norm and the utility of the
+    first/last dims."""
+    from .weights import wq_row_l1
+    x = _dims_mean(wq_row_l1(study.model), study, which, fraction)
+    y = _dims_mean(study.scores["utility"], study, which, fraction)
+    est, fig = _corr(x, y, seed, [f"W_q row L1, {which} dims", f"mean utility, {which} dims"], study, which)
+    est.extra = {"p_permutation": est.p_value, "heads": int(len(x))}
+    return est, fig
+
+
+def _accuracy_table(study, correct):
+    return {"model": study.loaded.name, "task": study.cfg.task,
+            "positions": [p + 1 for p in study.cfg.positions],
+            "accuracy": {v: (100 * c.mean(1)).tolist() for v, c in correct.items()},
+            "n": int(correct["none"].shape[1])}
+
+
+def _precondition(study, correct, variant, min_accuracy):
+    base = 100 * correct["none"].mean()
+    if base < min_accuracy:
+        return (f"original accuracy {base:.1f}% is below the floor of {min_accuracy:g}%: "
+                f"the model is too weak on this task to decide")
+    if variant in ("first16", "first32", "last16", "last32") and not study.retrieval_heads:
+        return f"no head has a retrieval score above {study.retrieval_threshold:g}: nothing to mask"
+    return None
+
+
+@measure
+def masked_accuracy_delta(study, variant: str, min_accuracy: float, seed: int = 0, **_):
+    """C5c/C5e/C5f: masked − original accuracy in points, averaged over gold positions;
+    paired bootstrap over questions, McNemar on all (question, position) pairs."""
+    correct = study.correct_all()
+    base, masked = correct["none"], correct[variant]  # [positions, questions]
+    est = stats.paired_difference(100 * base.mean(0), 100 * masked.mean(0), seed=seed)
+    est.p_value = stats.mcnemar(base.flatten(), masked.flatten())
+    est.extra = {"accuracy_original": (100 * base.mean(1)).tolist(),
+                 "accuracy_masked": (100 * masked.mean(1)).tolist(),
+                 "mcnemar_p": est.p_value, "retrieval_heads": len(study.retrieval_heads),
+                 "precondition": _precondition(study, correct, variant, min_accuracy)}
+    if variant == "utility":
+        est.extra["share_of_dims_masked"] = float((study.scores["utility"] < study.utility_threshold).float().mean())
+    return est, _accuracy_table(study, correct)
+
+
+@measure
+def masked_position_gap(study, variant: str, min_accuracy: float, seed: int = 0, **_):
+    """C5f: (masked − original) at the last gold position minus at the first; paired
+    bootstrap over questions."""
+    correct = study.correct_all()
+    d = 100 * (correct[variant].astype(float) - correct["none"])  # [positions, questions]
+    est = stats.mean_ci(d[-1] - d[0], seed=seed)
+    est.extra = {"delta_by_position": d.mean(1).tolist(),
+                 "precondition": _precondition(study, correct, variant, min_accuracy)}
+    return est, _accuracy_table(study, correct)

@@ -17,7 +17,16 @@ class Profile:
     name: str
     toy: ToyConfig
     toy_seeds: tuple[int, ...]
-    qa: dict = field(default_factory=dict)
+    qa: dict = field(default_factory=dict)  # task -> QAConfig fields
+
+    def qa_config(self, task: str, data: str | None = None):
+        """The QA configuration of ``task``; ``data`` (--qa-data, comma-separated files)
+        replaces the contexts built for the NQ task."""
+        from .study import QAConfig
+        fields = dict(self.qa.get(task, {}))
+        if data and task == "nq":
+            fields["data"] = tuple(p for p in data.split(",") if p)
+        return QAConfig(task=task, **fields)
 
 
 PROFILES = {
@@ -25,8 +34,11 @@ PROFILES = {
         "default",
         ToyConfig(n=200, dim=64, subset=32, lr=1e-2, epochs=8, eval_samples=1024),
         toy_seeds=(0, 1, 2),
+        qa={"synthetic": dict(n=24, k=6, n_analysis=8), "nq": dict(n=24, k=6, n_analysis=8)},
     ),
-    "paper": Profile("paper", PAPER, toy_seeds=(0, 1, 2)),
+    "paper": Profile("paper", PAPER, toy_seeds=(0, 1, 2),
+                     qa={"synthetic": dict(n=500, k=20, mode="faithful", n_analysis=100),
+                         "nq": dict(n=2655, k=20, mode="faithful", n_analysis=100)}),
 }
 
 

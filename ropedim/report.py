@@ -99,6 +99,8 @@ def _markdown(rows, claims, figs, report_dir) -> str:
                 f"The paper's evidence: {claim.paper_value}.", ""]
         for path in figs.get(cid, []):
             out += [f"![{cid}]({path.relative_to(report_dir).as_posix()})", ""]
+        if claim.paper_table:
+            out += _accuracy_table(claim.paper_table, mine)
         out += ["| test | statistic | measured [interval] | n | tolerance | verdict | why | seconds |",
                 "|---|---|---|---|---|---|---|---|"]
         for r in mine:
@@ -115,3 +117,24 @@ def _markdown(rows, claims, figs, report_dir) -> str:
                         "", "```json", json.dumps({"config": r.get("config"), "extra": r.get("extra")},
                                                   indent=1, default=float), "```", "", "</details>"]
     return "\n".join(out) + "\n"
+
+
+def _accuracy_table(paper: dict, records: list[dict]) -> list[str]:
+    """The paper's accuracy table beside ours (gold at first / middle / last, average)."""
+    out = ["| source | variant | first | middle | last | avg |", "|---|---|---|---|---|---|"]
+    for model, rows in paper.items():
+        for variant, vals in rows.items():
+            out.append(f"| paper: {model} | {variant} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+    seen = set()
+    for r in records:
+        f = r.get("figure") or {}
+        key = (f.get("model"), f.get("task"))
+        if "accuracy" not in f or key in seen:
+            continue
+        seen.add(key)
+        variants = [v for v in next(iter(paper.values())) if v in f["accuracy"]]
+        for v in variants:
+            acc = f["accuracy"][v]
+            out.append(f"| ours: {key[0]} ({key[1]}, n = {f['n']}) | {v} | "
+                       + " | ".join(f"{a:.2f}" for a in acc) + f" | {sum(acc) / len(acc):.2f} |")
+    return out + [""]
