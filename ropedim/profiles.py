@@ -36,6 +36,10 @@ PROFILES = {
         toy_seeds=(0, 1, 2),
         qa={"synthetic": dict(n=24, k=6, n_analysis=8), "nq": dict(n=24, k=6, n_analysis=8)},
     ),
+    # for the project's own tests of the plugin: seconds, too small to show anything
+    "smoke": Profile("smoke", ToyConfig(n=40, dim=16, subset=8, max_position=64, lr=1e-2, epochs=2,
+                                        samples_per_epoch=512, eval_samples=64,
+                                        removal_step=2), toy_seeds=(0, 1)),
     "paper": Profile("paper", PAPER, toy_seeds=(0, 1, 2),
                      qa={"synthetic": dict(n=500, k=20, mode="faithful", n_analysis=100),
                          "nq": dict(n=2655, k=20, mode="faithful", n_analysis=100)}),

@@ -15,7 +15,7 @@ from . import figures
 from .cache import atomic_write
 
 ICON = {"supported": "✅ supported", "not supported": "❌ not supported",
-        "inconclusive": "❔ inconclusive", "skipped": "⏭ skipped"}
+        "inconclusive": "❔ inconclusive", "skipped": "⏭ skipped", "error": "💥 error"}
 
 
 def write(records: list[dict], report_dir: Path, claims: dict) -> list[Path]:

@@ -95,6 +95,9 @@ class ToyRun:
 
     def loss_removed(self, which: str, k: int) -> torch.Tensor:
         """Per-sample loss with the first/last ``k`` dims removed; [eval_samples]."""
+        if k not in self.removed:
+            raise ValueError(f"no loss with {k} dims removed; measured for {self.removed} "
+                             "(set removal_step to divide it)")
         table = self.loss_first if which == "first" else self.loss_last
         return table[self.removed.index(k)]
 

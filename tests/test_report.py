@@ -1,0 +1,56 @@
+"""The report plugin end to end: a real pytest run in a subprocess, with xdist."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from claims.table import CHECKS, CLAIMS
+from ropedim import report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp_path, *args):
+    env = {**os.environ, "ROPEDIM_CACHE": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "-m", "pytest", "claims", "-k", "toy", "--profile", "smoke",
+                           "--report-dir", str(tmp_path / "reports"), "-p", "no:cacheprovider", "-q", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_xdist_run_writes_one_report_with_every_toy_claim(tmp_path):
+    out = _run(tmp_path, "-n", "2")
+    assert "ropedim claim report" in out.stdout, out.stdout + out.stderr
+    rows = json.loads((tmp_path / "reports" / "claims.json").read_text())
+    toy_ids = sorted(c.test_id() for c in CHECKS if c.subject == "toy")
+    assert sorted(r["test_id"] for r in rows) == toy_ids
+    for r in rows:
+        for key in ("claim", "model", "verdict", "statistic", "value", "interval", "threshold",
+                    "paper_value", "config", "seconds", "reason"):
+            assert key in r, key
+        assert r["verdict"] in ("supported", "not supported", "inconclusive")
+        assert r["config"]["seeds"] == [0, 1]
+    md = (tmp_path / "reports" / "claims.md").read_text()
+    assert "| C4a |" in md and "figures/C4a-fig1a.png" in md
+    assert (tmp_path / "reports" / "figures" / "C4b-fig1b.png").stat().st_size > 5000
+
+
+def test_unknown_options_are_refused(tmp_path):
+    out = _run(tmp_path, "--model", "llama-9000")
+    assert out.returncode != 0 and "known aliases" in out.stderr
+    out = _run(tmp_path, "--profile", "huge")
+    assert out.returncode != 0 and "unknown profile" in out.stderr
+
+
+def test_runs_add_up_and_skips_are_listed(tmp_path):
+    rec = {"test_id": "C5a-llama", "claim": "C5a", "check": "", "model": "llama", "verdict": "skipped",
+           "reason": "model llama not available", "paper_value": "", "figure": None}
+    report.write([rec], tmp_path, CLAIMS)
+    rec2 = dict(rec, test_id="C5a-qwen", model="qwen")
+    report.write([rec2], tmp_path, CLAIMS)
+    rows = json.loads((tmp_path / "claims.json").read_text())
+    assert [r["test_id"] for r in rows] == ["C5a-llama", "C5a-qwen"]
+    assert "⏭ skipped" in (tmp_path / "claims.md").read_text()
