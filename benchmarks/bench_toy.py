@@ -16,19 +16,17 @@ from ropedim import rope, toy
 
 
 def plain_train(cfg: toy.ToyConfig, use_rope: bool, steps: int, seed: int = 0) -> float:
-    """One setup at a time, subsets drawn per example, RoPE recomputed each step."""
+    """One setup at a time, in eager PyTorch, RoPE recomputed each step: the loop one
+    would write first (vectorised sampling, autograd, Adam)."""
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.nn.Parameter(torch.randn(cfg.n, cfg.dim, generator=g)) for _ in range(3))
     opt = torch.optim.Adam([q, k, v], lr=cfg.lr)
     theta = rope.inv_freq(cfg.dim, cfg.base)
     for _ in range(steps):
         target = torch.randint(cfg.n, (cfg.batch,), generator=g)
-        subsets = []
-        for t in target.tolist():
-            others = torch.randperm(cfg.n, generator=g)
-            others = others[others != t][: cfg.subset - 1]
-            subsets.append(torch.cat([torch.tensor([t]), others]))
-        subset = torch.stack(subsets)  # [B, S]
+        weights = torch.ones(cfg.batch, cfg.n).scatter_(1, target[:, None], 0.0)
+        others = torch.multinomial(weights, cfg.subset - 1, generator=g)
+        subset = torch.cat([target[:, None], others], dim=1)  # [B, S]
         pos = torch.randint(cfg.max_position, subset.shape, generator=g)
         qq, kk = q[target], k[subset]
         if use_rope:
