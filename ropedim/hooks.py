@@ -246,7 +246,7 @@ def mask_from_utility(u: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 
 # ---------------------------------------------------------------- recomputation
 
-def _scores_chunks(q, k, scaling, q_positions, window, k_positions, key_mask, chunk):
+def attention_chunks(q, k, scaling, q_positions, window, k_positions, key_mask, chunk):
     """Yield (slice, probs [B, KVH, G, s, T]) over chunks of query positions (float32+)."""
     b, h, s, dh = q.shape
     kvh, t = k.shape[1], k.shape[2]
@@ -287,7 +287,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float,
     kvh = k.shape[1]
     vf = v.to(torch.promote_types(q.dtype, torch.float32))
     out = []
-    for sl, p in _scores_chunks(q, k, scaling, q_positions, window, k_positions, key_mask, chunk):
+    for sl, p in attention_chunks(q, k, scaling, q_positions, window, k_positions, key_mask, chunk):
         out.append(torch.einsum("bngst,bntd->bngsd", p, vf))
     return torch.cat(out, dim=3).reshape(b, h, s, v.shape[-1])
 
@@ -297,6 +297,6 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, scaling: float, q_positi
                       key_mask: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
     """Attention probabilities [B, H, S, T] (float32), masked as in :func:`attention`."""
     b, h, s, _ = q.shape
-    parts = [p for _, p in _scores_chunks(q, k, scaling, q_positions, window, k_positions,
+    parts = [p for _, p in attention_chunks(q, k, scaling, q_positions, window, k_positions,
                                           key_mask, chunk)]
     return torch.cat(parts, dim=3).reshape(b, h, s, k.shape[2])

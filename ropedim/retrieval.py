@@ -80,23 +80,16 @@ def _row_chunks(
     q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, scaling: float,
     window: int | None, chunk: int,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield (rows, weights [B, H, rows, T] float32) over chunks of query rows."""
-    B, H, Tq, Dh = q.shape
-    KVH, T = k.shape[1], k.shape[2]
-    if H % KVH:
-        raise ValueError(f"{H} query heads do not split over {KVH} KV heads")
+    """Yield (rows, weights [B, H, rows, T] float32) over chunks of query rows; the
+    kernel is ``ropedim.hooks.attention_chunks`` (GQA without repeating K)."""
+    from .hooks import attention_chunks
+    B, H, Tq, _ = q.shape
+    if H % k.shape[1]:
+        raise ValueError(f"{H} query heads do not split over {k.shape[1]} KV heads")
     if q_pos.numel() != Tq:
         raise ValueError(f"q has {Tq} rows but q_pos has {q_pos.numel()}")
-    G = H // KVH
-    kt = k.float().transpose(-1, -2)  # [B, KVH, Dh, T]
-    for s in range(0, Tq, chunk):
-        rows = slice(s, min(s + chunk, Tq))
-        qc = q[:, :, rows].float()  # [B, H, t, Dh]
-        t = qc.shape[2]
-        # GQA without repeating K: [B, KVH, G*t, Dh] @ [B, KVH, Dh, T]
-        logits = (qc.reshape(B, KVH, G * t, Dh) @ kt).view(B, H, t, T) * scaling
-        logits += key_bias(q_pos[rows], T, window).to(logits.device)
-        yield rows, logits.softmax(-1)
+    for rows, w in attention_chunks(q, k, scaling, q_pos, window, None, None, chunk):
+        yield rows, w.reshape(B, H, *w.shape[-2:])
 
 
 def _query_rows(q: torch.Tensor, q_pos: torch.Tensor, T: int) -> torch.Tensor:
