@@ -1,0 +1,196 @@
+"""Greedy generation, the masked sweep (faithful / fast) and its disk cache, on tiny models."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ropedim import generation
+from ropedim.generation import _fork, _greedy, generate, mask_digest, sweep
+from ropedim.models import load_cached, tiny_tokenizer
+from ropedim.prompts import build_prompts, tokenize_prompt
+from ropedim.qa_data import Doc, Example
+
+N_NEW = 10
+
+
+def _examples(n=5):
+    out = []
+    for i in range(n):
+        docs = tuple(Doc(f"t{j}", "word " * (j + i % 3) + f"fact {j}", j == i % 3) for j in range(3))
+        out.append(Example(str(i), "which fact" + "?" * i, ("fact",), docs, i % 3))
+    return out
+
+
+@pytest.fixture(scope="module", params=["tiny-llama", "tiny-gemma3"])
+def tiny(request):
+    return load_cached(request.param)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return load_cached("tiny-llama")
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROPEDIM_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():  # tiny matmuls: thread hand-offs cost more than they save, worse on a busy CPU
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _bs(loaded):  # a sliding window counts pads: only unpadded batches are exact there
+    return 1 if "gemma" in loaded.name else 4
+
+
+def test_greedy_is_hf_greedy(tiny):
+    ps = build_prompts(_examples(), "plain")
+    ours = generate(tiny, None, ps, N_NEW, batch_size=_bs(tiny), cache=False)
+    tok = tiny.tokenizer
+    for p, mine in zip(ps, ours):
+        ids = torch.tensor([tokenize_prompt(p, tok).input_ids])
+        ref = tiny.model.generate(ids, max_new_tokens=N_NEW, do_sample=False)[0, ids.shape[1]:].tolist()
+        n = next(n for n in range(len(ref) + 1) if tok.decode(ref[:n], skip_special_tokens=True) == mine)
+        assert n == len(ref) or "\n" in mine.lstrip()  # stopped early only at a newline
+
+
+def test_batched_equals_single(llama):
+    ps = [p.text for p in build_prompts(_examples(), "plain")]
+    assert generate(llama, None, ps, N_NEW, batch_size=5, cache=False) == \
+        generate(llama, None, ps, N_NEW, batch_size=1, cache=False)
+
+
+@pytest.mark.parametrize("lo", [19, 51])
+def test_rows_stopping_early_leave_the_batch(llama, monkeypatch, lo):
+    monkeypatch.setattr(generation, "_eos_ids", lambda m, t: set(range(lo, lo + 16)))
+    ps = build_prompts(_examples(), "plain")
+    single = generate(llama, None, ps, N_NEW, batch_size=1, cache=False)
+    assert len({len(x) for x in single}) >= 3  # rows stop at different steps
+    assert generate(llama, None, ps, N_NEW, batch_size=5, cache=False) == single
+    assert sweep(llama, None, ps, {"none": None}, "fast", N_NEW, batch_size=5, cache=False)["none"] == single
+
+
+def _masks(loaded):
+    a = loaded.anatomy
+    first = torch.ones(a.n_layers, a.n_heads, a.head_dim)
+    first[:, :, : a.head_dim // 2] = 0
+    return {"none": None, "first-half": first, "zero": torch.zeros_like(first)}
+
+
+def test_fast_sweep_is_masking_from_the_question(tiny):
+    ps = build_prompts(_examples(), "plain")
+    variants = _masks(tiny)
+    fast = sweep(tiny, None, ps, variants, mode="fast", max_new_tokens=N_NEW, batch_size=_bs(tiny), cache=False)
+    faithful = sweep(tiny, None, ps, variants, mode="faithful", max_new_tokens=N_NEW, batch_size=_bs(tiny),
+                     cache=False)
+    assert fast["none"] == faithful["none"]
+    for name, m in variants.items():  # reference: the whole prompt, mask from the question on
+        ref = [generate(tiny, None, [p], N_NEW, batch_size=1, mask=m, cache=False,
+                        from_position=tokenize_prompt(p, tiny.tokenizer).question_start)[0] for p in ps]
+        assert fast[name] == ref, name
+    assert fast["zero"] != fast["none"] and faithful["zero"] != faithful["none"]  # masks act
+
+
+def test_disk_cache(llama, monkeypatch):
+    ps = build_prompts(_examples(3), "plain")
+    m = _masks(llama)["first-half"]
+    first = sweep(llama, None, ps, {"a": m}, mode="fast", max_new_tokens=N_NEW)
+    plain = generate(llama, None, ps, N_NEW, mask=m)
+    calls = []
+    real_forward = llama.model.forward
+    monkeypatch.setattr(llama.model, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
+    assert sweep(llama, None, ps, {"b": m}, mode="fast", max_new_tokens=N_NEW) == {"b": first["a"]}
+    assert generate(llama, None, ps, N_NEW, mask=m) == plain and not calls
+    generate(llama, None, ps, N_NEW - 1, mask=m)  # another max_new_tokens: a new key
+    assert calls
+    calls.clear()
+    generate(llama, None, ps, N_NEW, mask=m * 1.0)  # an equal mask: the same key
+    assert not calls
+
+
+def test_mask_digest():
+    m = torch.ones(2, 3, 4)
+    assert mask_digest(None) is None and mask_digest(m) == mask_digest(m.numpy())
+    m2 = m.clone()
+    m2[0, 0, 0] = 0
+    assert mask_digest(m2) != mask_digest(m) != mask_digest(m.reshape(6, 4))
+
+
+class _Scripted(torch.nn.Module):
+    """Emits a fixed token sequence, whatever the input."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script, self.step = script, 0
+        self.generation_config = SimpleNamespace(eos_token_id=2)
+
+    def forward(self, input_ids, **kw):
+        logits = torch.zeros(input_ids.shape[0], 1, 259)
+        logits[:, 0, self.script[min(self.step, len(self.script) - 1)]] = 1
+        self.step += 1
+        return SimpleNamespace(logits=logits, past_key_values=None)
+
+
+@pytest.mark.parametrize("text, out", [
+    (" \nParis\nLyon", " \nParis\n"),  # a newline before any text does not stop
+    ("Paris</s>Lyon", "Paris"),  # EOS stops and is dropped
+    ("abcdefghijklmnop", "abcdefghij"),  # max_new_tokens
+])
+def test_stopping(text, out):
+    tok = tiny_tokenizer()
+    script = tok(text, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([[5, 6]])
+    got = _greedy(_Scripted(script), tok, ids, torch.ones_like(ids), None, N_NEW)
+    assert got == [out]
+
+
+def test_fork_leaves_the_prefix_alone(tiny):
+    ids = torch.randint(3, 200, (2, 12))
+    with torch.inference_mode():
+        past = tiny.model(input_ids=ids, use_cache=True).past_key_values
+        n = past.get_seq_length()
+        fork = _fork(past)
+        tiny.model(input_ids=ids[:, :3], past_key_values=fork, use_cache=True)
+    assert past.get_seq_length() == n and fork.get_seq_length() == n + 3
+
+
+def test_hooks_interface_is_imported_lazily(monkeypatch, llama):
+    seen = []
+
+    def stand_in(model, mask, from_position=None):
+        seen.append(from_position)
+        import contextlib
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(generation, "_masker", lambda: stand_in)
+    ps = build_prompts(_examples(2), "plain")
+    sweep(llama, None, ps, {"m": torch.ones(1)}, mode="fast", max_new_tokens=2, cache=False)
+    generate(llama, None, ps, 2, mask=torch.ones(1), from_position=7, cache=False)
+    assert seen == [None, 7]
+
+
+@pytest.mark.slow  # SmolLM2-135M-Instruct: ~30 s once its dequantised copy is cached
+def test_smollm2_answers_and_fast_mode():
+    from ropedim.models import ModelUnavailable
+    from ropedim.metrics import best_subspan_em
+    from ropedim.qa_data import synthetic_task
+    try:
+        lm = load_cached("smollm2")
+    except ModelUnavailable as e:
+        pytest.skip(str(e))
+    ex = synthetic_task(4, 5, 0, seed=0)
+    ps = build_prompts(ex, lm.prompt_style, lm.tokenizer)
+    a = lm.anatomy
+    last = torch.ones(a.n_layers, a.n_heads, a.head_dim)
+    last[:, :, a.head_dim // 2 - 4: a.head_dim // 2] = last[:, :, -4:] = 0
+    fast = sweep(lm, None, ps, {"none": None, "last": last}, "fast", 24, batch_size=4, cache=False)
+    assert sum(best_subspan_em(x, e.answers) for x, e in zip(fast["none"], ex)) >= 3
+    for p, got in zip(ps[:2], fast["last"]):
+        q = tokenize_prompt(p, lm.tokenizer).question_start
+        assert generate(lm, None, [p], 24, batch_size=1, mask=last, from_position=q, cache=False) == [got]
