@@ -281,6 +281,27 @@ GEMMA3_WQ = ("Gemma 3 270M shows no W_q row-norm trend over θ rank (mean Spearm
              "a finding beyond the paper's three 7-8B models")
 EXPECTED: dict[str, str] = {
     "C5a-gemma3": GEMMA3_WQ, "C5a-gemma3-heads": GEMMA3_WQ, "C5a-gemma3-scaled": GEMMA3_WQ,
+    # SmolLM2-135M-Instruct, default profile (measured 2026-11-24; see reports/claims.md)
+    "C-Fig4-smollm2-first16-nq": "not supported: 0.47 [0.368, 0.569]; in SmolLM2 the W_q row norm of a dim group and its utility do not correlate as in the paper",
+    "C-Fig4-smollm2-first16-synthetic": "not supported: 0.416 [0.313, 0.521]; in SmolLM2 the W_q row norm of a dim group and its utility do not correlate as in the paper",
+    "C-Fig4-smollm2-last16-nq": "inconclusive: -0.103 [-0.215, 0.00635]; in SmolLM2 the W_q row norm of a dim group and its utility do not correlate as in the paper",
+    "C-Fig4-smollm2-last16-synthetic": "inconclusive: -0.0783 [-0.192, 0.0311]; in SmolLM2 the W_q row norm of a dim group and its utility do not correlate as in the paper",
+    "C5b-smollm2-heads-nq": "inconclusive: 0.559 [0.502, 0.621]; the utility trend over θ rank is weak in SmolLM2 (64-dim heads, 6 examples)",
+    "C5b-smollm2-heads-synthetic": "inconclusive: 0.605 [0.548, 0.663]; the utility trend over θ rank is weak in SmolLM2 (64-dim heads, 6 examples)",
+    "C5b-smollm2-nq": "inconclusive: 0.145 [0.0914, 0.199]; the utility trend over θ rank is weak in SmolLM2 (64-dim heads, 6 examples)",
+    "C5c-smollm2-nq": "inconclusive: -22.2 [-47.2, 0]; masking u < 0.5 removes over half of SmolLM2's query dims in every head; answers collapse",
+    "C5c-smollm2-synthetic": "not supported: -25 [-43.8, -8.33]; masking u < 0.5 removes over half of SmolLM2's query dims in every head; answers collapse",
+    "C5d-smollm2-last16-nq": "not supported: -0.344 [-0.44, -0.242]; in SmolLM2 the utility of the last dims is negatively correlated with the retrieval score",
+    "C5d-smollm2-last16-synthetic": "not supported: -0.286 [-0.385, -0.18]; in SmolLM2 the utility of the last dims is negatively correlated with the retrieval score",
+    "C5e-smollm2-first16-nq": "inconclusive: -8.33 [-27.8, 5.56]; few questions (16 synthetic / 12 NQ) at 25% original accuracy: the paired interval cannot decide",
+    "C5e-smollm2-first16-synthetic": "not supported: -25 [-43.8, -8.33]; SmolLM2 has ~90 heads above 0.5 (a third of all heads); masking even 8 dims in all of them changes its answers",
+    "C5e-smollm2-first32-nq": "inconclusive: -11.1 [-36.1, 11.1]; few questions (16 synthetic / 12 NQ) at 25% original accuracy: the paired interval cannot decide",
+    "C5f-smollm2-last16-nq": "inconclusive: -11.1 [-36.1, 11.1]; few questions (16 synthetic / 12 NQ) at 25% original accuracy: the paired interval cannot decide",
+    "C5f-smollm2-last16-position-nq": "inconclusive: 8.33 [0, 25]; few questions (16 synthetic / 12 NQ) at 25% original accuracy: the paired interval cannot decide",
+    "C5f-smollm2-last16-position-synthetic": "not supported: -100 [-125, -75]; masking the last dims hurts most with the gold first, not last, in SmolLM2 on the synthetic task",
+    "C5f-smollm2-last16-synthetic": "inconclusive: 4.17 [-14.6, 20.8]; few questions (16 synthetic / 12 NQ) at 25% original accuracy: the paired interval cannot decide",
+    "C5f-smollm2-last32-nq": "inconclusive: -22.2 [-47.2, 0]; few questions (16 synthetic / 12 NQ) at 25% original accuracy: the paired interval cannot decide",
+    "C5f-smollm2-last32-synthetic": "inconclusive: -18.8 [-39.6, -2.08]; few questions (16 synthetic / 12 NQ) at 25% original accuracy: the paired interval cannot decide",
     **{f"C5d-qwen-first16-{t}": "the paper itself reports ρ = +0.10 for Qwen (§5.3: 'except "
        "for Qwen')" for t in TASKS},
 }
