@@ -85,23 +85,31 @@ def fig2a(records):
     return fig
 
 
-@figure
-def fig5(records):
-    """Fig. 5: every head's W_q row norms (rows: layer × head, columns: θ order)."""
-    panels = {k: f for k, f in _per_model(records).items() if not k[1]}
+def _heatmaps(panels: dict, title: str, label: str, **imshow) -> plt.Figure:
+    """One layer × head by dimension heatmap per panel ({title: figure data})."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.2), squeeze=False)
-    for ax, ((model, _), f) in zip(axes[0], panels.items()):
-        h = np.asarray(f["heatmap"])
-        h = h / h.mean(1, keepdims=True)  # each head relative to its own mean
-        lo, hi = np.percentile(h, [1, 99])
-        im = ax.imshow(h, aspect="auto", cmap="viridis", interpolation="nearest", vmin=lo, vmax=hi)
-        ax.set_title(model)
+    for ax, (name, (h, n_heads)) in zip(axes[0], panels.items()):
+        im = ax.imshow(h, aspect="auto", interpolation="nearest", **imshow)
+        ax.set_title(name)
         ax.set_xlabel("dimension (θ order)")
-        ax.set_ylabel(f"layer × head ({f['n_heads']} heads a layer)")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="row L1 / head mean")
-    fig.suptitle("Fig. 5: L1 norm of W_q rows, every head")
+        ax.set_ylabel(f"layer × head ({n_heads} heads a layer)")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+@figure
+def fig5(records):
+    """Fig. 5: every head's W_q row norms, each head relative to its own mean."""
+    panels = {}
+    for (model, scaled), f in _per_model(records).items():
+        if not scaled:
+            h = np.asarray(f["heatmap"])
+            panels[model] = (h / h.mean(1, keepdims=True), f["n_heads"])
+    lo, hi = np.percentile(np.concatenate([h.ravel() for h, _ in panels.values()]), [1, 99])
+    return _heatmaps(panels, "Fig. 5: L1 norm of W_q rows, every head", "row L1 / head mean",
+                     cmap="viridis", vmin=lo, vmax=hi)
 
 
 def _latest(records, key):
@@ -130,17 +138,9 @@ def fig2b(records):
 @figure
 def fig6(records):
     """Fig. 6: every head's utility scores (rows: layer × head, columns: θ order)."""
-    panels = _latest(records, lambda f: (f["model"], f["task"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.2), squeeze=False)
-    for ax, ((model, task), f) in zip(axes[0], panels.items()):
-        im = ax.imshow(f["heatmap"], aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"{model} ({task})")
-        ax.set_xlabel("dimension (θ order)")
-        ax.set_ylabel(f"layer × head ({f['n_heads']} heads a layer)")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="u")
-    fig.suptitle("Fig. 6: utility scores, every head")
-    fig.tight_layout()
-    return fig
+    panels = {f"{m} ({t})": (np.asarray(f["heatmap"]), f["n_heads"])
+              for (m, t), f in _latest(records, lambda f: (f["model"], f["task"])).items()}
+    return _heatmaps(panels, "Fig. 6: utility scores, every head", "u", cmap="magma", vmin=0, vmax=1)
 
 
 def _scatter(records, title):

@@ -11,14 +11,7 @@ from ropedim.models import (ALIASES, PAPER_MODELS, TINY_MODELS, ModelUnavailable
 from ropedim.rope import first_last_mask, inv_freq
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small CPU workloads: one intra-op thread avoids OpenMP spinning when the 2 cores are
-    shared (measured 0.4 s vs 2-6 s per SmolLM2 forward under load); restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

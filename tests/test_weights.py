@@ -10,14 +10,7 @@ from ropedim.models import TINY_MODELS, load, load_cached
 from ropedim.weights import spearman_with_rank, to_paper_order, wq_norms, wq_row_l1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small CPU workloads: one intra-op thread avoids OpenMP spinning when the 2 cores are
-    shared (measured 0.4 s vs 2-6 s per SmolLM2 forward under load); restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
