@@ -107,6 +107,17 @@ def _markdown(rows, claims, figs, report_dir) -> str:
             out.append(f"| `{r['test_id']}` | {r.get('statistic', '')} | {fmt_value(r)} | {r.get('n') or '—'} "
                        f"| {fmt_threshold(r)} | {ICON.get(r['verdict'], r['verdict'])} | {r.get('reason', '')} "
                        f"| {r.get('seconds', 0):.1f} |")
+        seen = set()
+        for r in mine:
+            c = r.get("config") or {}
+            if "skipped_too_long" in c and (r["model"], c.get("task")) not in seen:
+                seen.add((r["model"], c.get("task")))
+                out.append(f"- {r['model']} on {c.get('task')}: data {c.get('data')}; {len(c['kept'])} "
+                           f"questions kept at each of the gold positions {c.get('positions_1based')}, "
+                           f"{len(c['skipped_too_long'])} skipped because the prompt exceeds the model's "
+                           f"{c.get('max_len')} tokens (prompts {c.get('tokens_min')}-{c.get('tokens_max')} tokens).")
+        if seen:
+            out.append("")
         if claim.decisions:
             out += ["", "What the paper leaves open, and what we chose:", ""]
             out += [f"- {d}" for d in claim.decisions]
