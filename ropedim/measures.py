@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import stats
+from .rope import dims_in_fraction
 from .toy import ToyRun, magnitude
 
 MEASURES: dict[str, Callable] = {}
@@ -22,11 +23,6 @@ MEASURES: dict[str, Callable] = {}
 def measure(fn: Callable) -> Callable:
     MEASURES[fn.__name__] = fn
     return fn
-
-
-def _count(dim: int, fraction: float) -> int:
-    """Dims in a fraction of a head, rounded to whole rotary pairs (16 of 128 = 1/8)."""
-    return max(2, 2 * round(dim * fraction / 2))
 
 
 def _toy_curves(runs: list[ToyRun]) -> dict:
@@ -42,7 +38,7 @@ def _toy_curves(runs: list[ToyRun]) -> dict:
 def toy_weight_ratio(runs: list[ToyRun], fraction: float, seed: int = 0, **_):
     """C4a: log of mean |q|,|k| over the last ``fraction`` of dims (θ order) over the
     first; bootstrap over tuples, stratified by training seed, averaged over seeds."""
-    c = _count(runs[0].q.shape[1], fraction)
+    c = dims_in_fraction(runs[0].q.shape[1], fraction)
     groups = []
     for r in runs:
         both = np.concatenate([r.q.abs().numpy(), r.k.abs().numpy()], axis=1)  # [n, 2d]
@@ -72,7 +68,7 @@ def _removal(runs: list[ToyRun], a: tuple[str, int], b: tuple[str, int], seed: i
 @measure
 def toy_removal_delta(runs: list[ToyRun], which: str, fraction: float, seed: int = 0, **_):
     """C4b: loss increase (nats) when the first/last ``fraction`` of dims is removed."""
-    k = _count(runs[0].q.shape[1], fraction)
+    k = dims_in_fraction(runs[0].q.shape[1], fraction)
     est = _removal(runs, ("first", 0), (which, k), seed)
     est.extra["dims_removed"] = k
     return est, _toy_curves(runs)
@@ -81,7 +77,7 @@ def toy_removal_delta(runs: list[ToyRun], which: str, fraction: float, seed: int
 @measure
 def toy_removal_asymmetry(runs: list[ToyRun], fraction: float, seed: int = 0, **_):
     """C4b: loss with the last ``fraction`` removed minus loss with the first removed."""
-    k = _count(runs[0].q.shape[1], fraction)
+    k = dims_in_fraction(runs[0].q.shape[1], fraction)
     est = _removal(runs, ("first", k), ("last", k), seed)
     est.extra["dims_removed"] = k
     return est, _toy_curves(runs)
@@ -155,7 +151,7 @@ def _dims_mean(x, study, which, fraction):
     """Per head, the mean of x [L, H, Dh] over the first/last ``fraction`` of dims -> [L·H]."""
     from .rope import first_last_mask
     a = study.loaded.anatomy
-    k = _count(a.head_dim, fraction)
+    k = dims_in_fraction(a.head_dim, fraction)
     sel = torch.stack([first_last_mask(r, which, k) for r in a.rank]).float()  # [L, Dh]
     return ((x * sel[:, None]).sum(-1) / sel.sum(-1)[:, None]).flatten().numpy()
 

@@ -29,6 +29,7 @@ __all__ = [
     "apply_half_split",
     "theta_rank_of_storage",
     "storage_order",
+    "dims_in_fraction",
     "first_last_mask",
 ]
 
@@ -100,6 +101,12 @@ def storage_order(rank: torch.Tensor) -> torch.Tensor:
     ``x[..., storage_order(rank)]`` lists a head's coordinates as the paper counts them.
     """
     return torch.argsort(rank, stable=True)
+
+
+def dims_in_fraction(head_dim: int, fraction: float) -> int:
+    """Coordinates in a fraction of a head, in whole rotary pairs: the paper's 16 of 128
+    is 1/8, so 8 of a 64-dim head and 32 of a 256-dim head."""
+    return max(2, 2 * round(head_dim * fraction / 2))
 
 
 def first_last_mask(rank: torch.Tensor, which: str, k: int) -> torch.Tensor:

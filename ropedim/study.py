@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import cache, generation, hooks, prompts as P, qa_data
 from .metrics import best_subspan_em
+from .rope import dims_in_fraction
 from .retrieval import average_scores, retrieval_heads, retrieval_scores
 from .utility import UtilityConfig, utility_scores
 
@@ -179,7 +180,7 @@ class Study:
         if variant == "utility":
             return hooks.mask_from_utility(self.scores["utility"], self.utility_threshold)
         which, fraction = MASK_VARIANTS[variant]
-        k = max(2, 2 * round(self.loaded.anatomy.head_dim * fraction / 2))
+        k = dims_in_fraction(self.loaded.anatomy.head_dim, fraction)
         return hooks.mask_first_last(self.loaded.anatomy, which, k, self.retrieval_heads)
 
     def describe(self) -> dict:
