@@ -1,11 +1,13 @@
 """Masked sweep, fast mode vs a plain loop of ``model.generate`` (one call per example and
-variant), on the same prompts: 5 mask variants x 3 gold positions.
+variant), on the same prompts: 5 mask variants x 3 gold positions (1st, middle, last).
 
-Both mask the query from the question start on (the plain loop with ``from_position``);
-fast prefills each context once and batches. Prints examples per second, the ratio and how
-often the two give the same first line. Run::
+Both mask the query from the question start on (the plain loop with ``from_position``).
+Fast mode prefills the contexts along their prefix tree (each shared prefix once: the
+instruction, the documents before the gold one), then decodes all variants of a context
+together, reading its keys and values once (``ropedim.shared_prefix``). Prints answers per
+second, the ratio and how often the two give the same first line. Run::
 
-    PYTHONPATH=. python benchmarks/bench_generation.py --model smollm2 --n 8
+    PYTHONPATH=. python benchmarks/bench_generation.py --model smollm2 --n 8 --k 20
 
 On a CPU shared with other jobs, ``--threads 1`` (the default) is much faster than 2.
 """
@@ -23,8 +25,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2", help="ropedim.models alias (default: smollm2)")
     ap.add_argument("--n", type=int, default=8, help="questions per position (default: 8)")
-    ap.add_argument("--k", type=int, default=10, help="documents per question (default: 10)")
-    ap.add_argument("--positions", type=int, nargs="+", default=[0, 4, 9], help="default: 0 4 9")
+    ap.add_argument("--task", choices=("synthetic", "nq"), default="synthetic",
+                    help="the project's synthetic task or NQ-open with random distractors (default: synthetic)")
+    ap.add_argument("--k", type=int, default=20, help="documents per question (default: 20, the paper's)")
     ap.add_argument("--max-new-tokens", type=int, default=32, help="default: 32")
     ap.add_argument("--batch-size", type=int, default=24, help="fast mode batch (default: 24)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
@@ -39,7 +42,7 @@ def main(argv=None) -> None:
     from ropedim.metrics import first_line
     from ropedim.models import load_cached
     from ropedim.prompts import build_prompts, tokenize_prompt
-    from ropedim.qa_data import synthetic_task
+    from ropedim.qa_data import build_k_doc, load_oracle, synthetic_task
 
     t0 = time.perf_counter()
     lm = load_cached(args.model)
@@ -54,8 +57,10 @@ def main(argv=None) -> None:
     for which in ("first", "last"):
         for kk in (k8, 2 * k8):
             variants[f"{which}{kk}"] = mask_first_last(a, which, kk, heads)
-    prompts = [p for pos in args.positions
-               for p in build_prompts(synthetic_task(args.n, args.k, pos), lm.prompt_style, tok)]
+    positions = (0, (args.k - 1) // 2, args.k - 1)
+    examples = ((lambda pos: synthetic_task(args.n, args.k, pos)) if args.task == "synthetic" else
+                (lambda pos: build_k_doc(load_oracle(), args.k, pos, "random", n=args.n)))
+    prompts = [p for pos in positions for p in build_prompts(examples(pos), lm.prompt_style, tok)]
     n_gen = len(prompts) * len(variants)
     print(f"{len(prompts)} prompts x {len(variants)} variants = {n_gen} answers; "
           f"mean prompt {sum(len(tokenize_prompt(p, tok).input_ids) for p in prompts) / len(prompts):.0f} tokens")

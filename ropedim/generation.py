@@ -10,10 +10,12 @@ Masks are applied by ``ropedim.hooks.masked(model, mask, from_position=None)``. 
 runs several mask variants over the same prompts:
 
 - ``faithful``: each variant is a full generation, the mask on at every position;
-- ``fast``: the context (instruction + documents) is prefilled once, unmasked, and each
-  variant continues from a fork of that KV cache with the mask on, from the question start
-  to the end of the answer. This equals masking from the question start (a query mask at
-  positions >= t changes no key or value before t), not ``faithful``.
+- ``fast``: the context (instruction + documents) is prefilled once, unmasked; then all
+  variants continue together, one batch row per (prompt, variant), with the mask on from
+  the question start to the end of the answer, reading the shared context's keys and
+  values once per context (``ropedim.shared_prefix``). This equals masking from the
+  question start (a query mask at positions >= t changes no key or value before t), not
+  ``faithful``; the report shows how far the two are apart.
 
 Every answer is cached on disk per prompt, keyed by model and weights, prompt text,
 max_new_tokens, dtype, mask and mode (``ropedim.cache``). The batch size is not in the key:
@@ -23,7 +25,6 @@ padding only changes float rounding.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import weakref
@@ -34,7 +35,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ropedim import cache as disk
+from ropedim.anatomy import attention_modules
+from ropedim.hooks import masked
 from ropedim.prompts import Prompt, _adds_bos, tokenize_prompt
+from ropedim.shared_prefix import SharedPrefix, attending, prefill
 
 __all__ = ["generate", "sweep", "model_fingerprint", "mask_digest", "MODES"]
 
@@ -83,15 +87,10 @@ def mask_digest(mask: Any) -> str | None:
     return hashlib.sha256(json.dumps(mask, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _masker():  # imported lazily: hooks.py is written separately
-    from ropedim.hooks import masked
-    return masked
-
-
 def _masking(model, mask, from_position=None):
     if mask is None:
         return contextlib.nullcontext()
-    return _masker()(model, mask, from_position=from_position)
+    return masked(model, mask, from_position=from_position)
 
 
 # ---------------------------------------------------------------- greedy decoding
@@ -129,22 +128,66 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-@torch.inference_mode()
-def _forward(model, ids, mask, past, n_new):
-    """Run ``ids`` (the last ``n_new`` columns of ``mask``) on top of ``past``."""
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -n_new:]
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past,
-                use_cache=True, logits_to_keep=1)
-    return out.logits[:, -1].float().argmax(-1), out.past_key_values
+class _Padded:
+    """A left-padded batch on the model's own attention; ``mask`` covers past and new tokens."""
+
+    def __init__(self, model, ids, mask, past):
+        self.model, self.ids, self.mask, self.past = model, ids, mask, past
+
+    def _forward(self, ids, n_new):
+        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -n_new:]
+        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=pos,
+                         past_key_values=self.past, use_cache=True, logits_to_keep=1)
+        self.past = out.past_key_values
+        return out.logits[:, -1].float().argmax(-1)
+
+    def first(self) -> torch.Tensor:
+        return self._forward(self.ids, self.ids.shape[1])
+
+    def next(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        return self._forward(tokens[:, None], 1)
+
+    def keep(self, idx: torch.Tensor) -> None:
+        self.past.batch_select_indices(idx)
+        self.mask = self.mask[idx]
+
+
+class _SharedContext:
+    """B contexts prefilled once, unmasked; each continues (question, then answer) in V rows,
+    row b * V + v under mask variant v (``ropedim.shared_prefix``)."""
+
+    def __init__(self, model, contexts: list[list[int]], q_ids, q_mask, masks: torch.Tensor, max_new_tokens: int):
+        self.model, n_var = model, masks.shape[0]
+        keys, values, pre_pos = prefill(model, contexts)
+        q_pos = torch.where(q_mask.bool(), (pre_pos >= 0).sum(-1, keepdim=True) + q_mask.cumsum(-1) - 1, -1)
+        rows = torch.arange(len(contexts) * n_var)
+        self.state = SharedPrefix(keys, values, pre_pos, n_var, masks, rows,
+                                  q_pos[:, :0].repeat_interleave(n_var, 0), capacity=q_ids.shape[1] + max_new_tokens)
+        self.ids, self.q_pos = q_ids.repeat_interleave(n_var, 0), q_pos.repeat_interleave(n_var, 0)
+
+    def _forward(self, ids, pos):
+        self.state.append(pos)
+        with attending(self.model, self.state):
+            out = self.model(input_ids=ids, position_ids=pos.clamp(min=0), use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1].float().argmax(-1)
+
+    def first(self) -> torch.Tensor:
+        return self._forward(self.ids, self.q_pos)
+
+    def next(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._forward(tokens[:, None], self.state.suffix_pos[:, -1:] + 1)
+
+    def keep(self, idx: torch.Tensor) -> None:
+        self.state.keep(idx)
 
 
 @torch.inference_mode()
-def _greedy(model, tokenizer, ids, mask, past, max_new_tokens: int) -> list[str]:
-    """Greedy continuation of a left-padded batch; ``mask`` covers past and new tokens."""
-    eos = _eos_ids(model, tokenizer)
-    nxt, past = _forward(model, ids, mask, past, ids.shape[1])
-    gen: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    rows = list(range(ids.shape[0]))  # the batch rows still decoding
+def _greedy(decoder, tokenizer, eos: set[int], n_rows: int, max_new_tokens: int) -> list[str]:
+    """Greedy continuation of every row of ``decoder`` (``_Padded`` or ``_SharedContext``)."""
+    nxt = decoder.first()
+    gen: list[list[int]] = [[] for _ in range(n_rows)]
+    rows = list(range(n_rows))  # the rows still decoding
     for step in range(max_new_tokens):
         alive = []
         for j, (b, t) in enumerate(zip(rows, nxt.tolist())):
@@ -157,10 +200,9 @@ def _greedy(model, tokenizer, ids, mask, past, max_new_tokens: int) -> list[str]
             break
         if len(alive) < len(rows):  # drop finished rows from the batch and its cache
             keep = torch.tensor(alive)
-            past.batch_select_indices(keep)
-            mask, nxt, rows = mask[keep], nxt[keep], [rows[j] for j in alive]
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        nxt, past = _forward(model, nxt[:, None], mask, past, 1)
+            decoder.keep(keep)
+            nxt, rows = nxt[keep], [rows[j] for j in alive]
+        nxt = decoder.next(nxt)
     return [tokenizer.decode(g, skip_special_tokens=True) for g in gen]
 
 
@@ -200,23 +242,12 @@ def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_t
     for batch in tqdm(batches, desc=desc, disable=not batches):
         ids, attn = _left_pad([_encode(texts[i], tokenizer)[0] for i in batch], _pad_id(tokenizer))
         with _masking(model, mask, from_position):
-            answers = _greedy(model, tokenizer, ids, attn, None, max_new_tokens)
+            answers = _greedy(_Padded(model, ids, attn, None), tokenizer, _eos_ids(model, tokenizer),
+                              len(batch), max_new_tokens)
         for i, a in zip(batch, answers):
             out[i] = a
             _store(specs[i], a, cache)
     return out
-
-
-def _fork(past):
-    """An independent copy of a DynamicCache sharing the prefix tensors (updates concatenate,
-    never write in place); any other cache type is deep-copied."""
-    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-    layers = getattr(past, "layers", None)
-    if layers is None or any(type(la) not in (DynamicLayer, DynamicSlidingWindowLayer) for la in layers):
-        return copy.deepcopy(past)
-    new = copy.copy(past)
-    new.layers = [copy.copy(la) for la in layers]
-    return new
 
 
 def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[str, Any],
@@ -230,27 +261,30 @@ def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[
                                None, cache, desc=f"generate[{name}]") for name, m in variants.items()}
     model, tokenizer, fp = _unwrap(loaded_model, tokenizer)
     enc = [_encode(p, tokenizer) for p in prompts]
-    specs = {name: [_spec(model, fp, p.text, max_new_tokens, m, "fast", q)
+    specs = {name: [_spec(model, fp, p.text, max_new_tokens, m, "fast", {"from": q, "attention": "shared"})
                     for p, (_, q) in zip(prompts, enc)] for name, m in variants.items()}
     out = {name: [_load(s, cache) for s in specs[name]] for name in variants}
     todo = [i for i in range(len(prompts)) if any(out[v][i] is None for v in variants)]
-    todo.sort(key=lambda i: enc[i][1])
-    pad = _pad_id(tokenizer)
+    todo.sort(key=lambda i: enc[i][0][:enc[i][1]])  # contexts sharing a prefix side by side
+    pad, eos = _pad_id(tokenizer), _eos_ids(model, tokenizer)
+    shape = _mask_shape(model)
     for start in tqdm(range(0, len(todo), batch_size), desc="sweep[fast]", disable=not todo):
         batch = todo[start:start + batch_size]
-        pre_ids, pre_mask = _left_pad([enc[i][0][:enc[i][1]] for i in batch], pad)
-        with torch.inference_mode():  # the shared context, unmasked, once
-            past = model(input_ids=pre_ids, attention_mask=pre_mask, use_cache=True,
-                         position_ids=(pre_mask.cumsum(-1) - 1).clamp(min=0),
-                         logits_to_keep=1).past_key_values
+        names = [v for v in variants if any(out[v][i] is None for i in batch)]
+        masks = torch.stack([torch.ones(shape) if variants[v] is None else torch.as_tensor(variants[v]).float()
+                             for v in names])
         q_ids, q_mask = _left_pad([enc[i][0][enc[i][1]:] for i in batch], pad)
-        for name, m in variants.items():
-            if all(out[name][i] is not None for i in batch):
-                continue
-            with _masking(model, m, None):  # every position fed from here on is >= question start
-                answers = _greedy(model, tokenizer, q_ids, torch.cat([pre_mask, q_mask], 1),
-                                  _fork(past), max_new_tokens)
-            for i, a in zip(batch, answers):
-                out[name][i] = a
-                _store(specs[name][i], a, cache)
+        with torch.inference_mode():
+            decoder = _SharedContext(model, [enc[i][0][:enc[i][1]] for i in batch], q_ids, q_mask, masks,
+                                     max_new_tokens)
+        answers = _greedy(decoder, tokenizer, eos, len(batch) * len(names), max_new_tokens)
+        for j, i in enumerate(batch):
+            for v, name in enumerate(names):
+                out[name][i] = answers[j * len(names) + v]
+                _store(specs[name][i], out[name][i], cache)
     return out
+
+
+def _mask_shape(model) -> tuple[int, int, int]:
+    attns = attention_modules(model)
+    return len(attns), model.config.num_attention_heads, attns[0].head_dim

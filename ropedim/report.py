@@ -77,6 +77,7 @@ def fmt_threshold(r: dict) -> str:
 
 
 def _markdown(rows, claims, figs, report_dir) -> str:
+    shown: set = set()  # (model, task) whose fast-vs-faithful table is out
     out = ["# Claim verification report",
            "",
            "Chiang & Yogatama (2025), *The Rotary Position Embedding May Cause Dimension "
@@ -100,7 +101,7 @@ def _markdown(rows, claims, figs, report_dir) -> str:
         for path in figs.get(cid, []):
             out += [f"![{cid}]({path.relative_to(report_dir).as_posix()})", ""]
         if claim.paper_table:
-            out += _accuracy_table(claim.paper_table, mine)
+            out += _accuracy_table(claim.paper_table, mine) + _mode_table(mine, shown)
         out += ["| test | statistic | measured [interval] | n | tolerance | verdict | why | seconds |",
                 "|---|---|---|---|---|---|---|---|"]
         for r in mine:
@@ -146,6 +147,28 @@ def _accuracy_table(paper: dict, records: list[dict]) -> list[str]:
         variants = [v for v in next(iter(paper.values())) if v in f["accuracy"]]
         for v in variants:
             acc = f["accuracy"][v]
-            out.append(f"| ours: {key[0]} ({key[1]}, n = {f['n']}) | {v} | "
+            out.append(f"| ours: {key[0]} ({key[1]}, n = {f['n']}, {f.get('mode', 'fast')} mode) | {v} | "
                        + " | ".join(f"{a:.2f}" for a in acc) + f" | {sum(acc) / len(acc):.2f} |")
     return out + [""]
+
+
+def _mode_table(records: list[dict], shown: set) -> list[str]:
+    """Fast mode (mask from the question on) against faithful (mask at every position),
+    once per model and task in the whole report (``shown``)."""
+    out = []
+    for r in records:
+        f = r.get("figure") or {}
+        check = f.get("fast_vs_faithful")
+        if not check or (f.get("model"), f.get("task")) in shown:
+            continue
+        if not out:
+            out += ["How far fast mode (mask from the question on, the context's cache shared) is from "
+                    "faithful mode (mask at every position, the paper's), on the same questions:", "",
+                    "| model (task) | variant | questions × positions | accuracy fast | accuracy faithful "
+                    "| same correctness | same answer |", "|---|---|---|---|---|---|---|"]
+        shown.add((f.get("model"), f.get("task")))
+        for v, c in check.items():
+            out.append(f"| {f['model']} ({f['task']}) | {v} | {c['n']} | {c['accuracy_fast']:.1f} | "
+                       f"{c['accuracy_faithful']:.1f} | {100 * c['same_correctness']:.0f}% | "
+                       f"{100 * c['same_answer']:.0f}% |")
+    return out + [""] if out else []

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cache, generation, hooks, prompts as P, qa_data
-from .metrics import best_subspan_em
+from .metrics import best_subspan_em, first_line
 from .rope import dims_in_fraction
 from .retrieval import average_scores, retrieval_heads, retrieval_scores
 from .utility import UtilityConfig, utility_scores
@@ -38,6 +38,7 @@ class QAConfig:
     mode: str = "fast"  # masked runs: "fast" (from the question on) | "faithful"
     batch_size: int = 4
     n_analysis: int = 12  # examples whose q, K, V feed retrieval and utility scores
+    n_mode_check: int = 4  # questions (at every position) also answered in the other mode
     data: tuple[str, ...] = ()  # lost-in-the-middle files to read instead of building contexts
     seed: int = 0
     utility: UtilityConfig = field(default_factory=UtilityConfig)
@@ -109,18 +110,43 @@ class Study:
         return [self.prompts[pos][i] for i in self.audit["kept"]]
 
     # -- answers ---------------------------------------------------------------------
-    def answers(self, variants: list[str]) -> dict[str, dict[int, list[str]]]:
-        """{variant: {position: answers}}; "none" is unmasked, "utility" masks u < 0.5 in
-        every head, the MASK_VARIANTS mask the retrieval heads."""
+    def answers(self, variants: list[str], mode: str | None = None,
+                questions: int | None = None) -> dict[str, dict[int, list[str]]]:
+        """{variant: {position: answers}} for the first ``questions`` kept questions (all by
+        default); "none" is unmasked, "utility" masks u < 0.5 in every head, the
+        MASK_VARIANTS mask the retrieval heads. One sweep over all positions, so contexts
+        that share a prefix (the documents before the gold one) share its computation."""
+        n = len(self.audit["kept"]) if questions is None else min(questions, len(self.audit["kept"]))
         masks = {v: self.mask(v) for v in variants}
-        out = {v: {} for v in variants}
-        for pos in self.cfg.positions:
-            got = generation.sweep(self.loaded, self.tok, self._kept(pos), masks, mode=self.cfg.mode,
-                                   max_new_tokens=self.cfg.max_new_tokens,
-                                   batch_size=self.cfg.batch_size)
+        prompts = [p for pos in self.cfg.positions for p in self._kept(pos)[:n]]
+        got = generation.sweep(self.loaded, self.tok, prompts, masks, mode=mode or self.cfg.mode,
+                               max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size)
+        return {v: {pos: got[v][j * n:(j + 1) * n] for j, pos in enumerate(self.cfg.positions)}
+                for v in variants}
+
+    def mode_check(self) -> dict:
+        """Fast mode (mask from the question on) against faithful (mask at every position)
+        on the first ``n_mode_check`` questions at every position: accuracy of each and how
+        often the two answers agree, per masked variant (unmasked, the modes are one)."""
+        def compute():
+            variants, n = ["utility", *MASK_VARIANTS], self.cfg.n_mode_check
+            got = {m: self.answers(variants, m, n) for m in generation.MODES}
+            golds = [self.examples[p][i].answers for p in self.cfg.positions for i in self.audit["kept"][:n]]
+            out = {}
             for v in variants:
-                out[v][pos] = got[v]
-        return out
+                fast, faithful = ([a for p in self.cfg.positions for a in got[m][v][p]] for m in ("fast", "faithful"))
+                c = {m: [best_subspan_em(a, g) for a, g in zip(ans, golds)]
+                     for m, ans in (("fast", fast), ("faithful", faithful))}
+                out[v] = {"n": len(golds), "accuracy_fast": 100 * float(np.mean(c["fast"])),
+                          "accuracy_faithful": 100 * float(np.mean(c["faithful"])),
+                          "same_correctness": float(np.mean([a == b for a, b in zip(c["fast"], c["faithful"])])),
+                          "same_answer": float(np.mean([first_line(a) == first_line(b)
+                                                        for a, b in zip(fast, faithful)]))}
+            return out
+        if self.cfg.n_mode_check < 1:
+            return {}
+        return cache.cached("mode_check", self._key(kind="mode_check", thresholds=[
+            self.retrieval_threshold, self.utility_threshold]), compute)
 
     def correct_all(self) -> dict[str, np.ndarray]:
         """Correctness under every variant, computed once (a file lock makes xdist

@@ -54,3 +54,20 @@ def test_runs_add_up_and_skips_are_listed(tmp_path):
     rows = json.loads((tmp_path / "claims.json").read_text())
     assert [r["test_id"] for r in rows] == ["C5a-llama", "C5a-qwen"]
     assert "⏭ skipped" in (tmp_path / "claims.md").read_text()
+
+
+def test_table2_and_the_fast_vs_faithful_gap_are_shown_once(tmp_path):
+    acc = {v: [90.0, 50.0, 70.0] for v in ("none", "first16", "first32", "last16", "last32")}
+    gap = {"none": {"n": 12, "accuracy_fast": 75.0, "accuracy_faithful": 75.0, "same_correctness": 1.0,
+                    "same_answer": 1.0},
+           "last32": {"n": 12, "accuracy_fast": 50.0, "accuracy_faithful": 41.7, "same_correctness": 0.75,
+                      "same_answer": 0.5}}
+    fig = {"model": "m", "task": "synthetic", "positions": [1, 3, 5], "accuracy": acc, "n": 30,
+           "mode": "fast", "fast_vs_faithful": gap}
+    recs = [{"test_id": f"{c}-m-{v}", "claim": c, "check": v, "model": "m", "verdict": "supported",
+             "reason": "", "paper_value": "", "value": 1.0, "interval": [0.5, 1.5], "criterion": "less",
+             "threshold": 0.0, "figure": fig} for c, v in (("C5e", "first16"), ("C5f", "last32"))]
+    report.write(recs, tmp_path, CLAIMS)
+    md = (tmp_path / "claims.md").read_text()
+    assert "| ours: m (synthetic, n = 30, fast mode) | first16 | 90.00 | 50.00 | 70.00 | 70.00 |" in md
+    assert md.count("| m (synthetic) | last32 | 12 | 50.0 | 41.7 | 75% | 50% |") == 1

@@ -1,0 +1,302 @@
+"""Attention for many continuations of one context: the fast masked sweep (§5.4).
+
+Contexts are prefilled along their prefix tree (:func:`prefill`): a prefix shared by several
+contexts (the instruction; the documents before the gold one, which move with it) is
+computed once. A batch of B contexts (instruction + documents) is prefilled once, unmasked. Each context
+then continues in V rows, one per mask variant: row r = b * V + v. In every layer a row's
+keys are the shared prefix of its context followed by its own suffix (question and answer
+tokens). The prefix is read once for all V rows of a context (its queries are folded into
+one matrix product per KV head), the suffix per row, and the two softmax parts are merged
+with their maxima and sums, so the result equals attention over the concatenation.
+
+Keys are masked by absolute position, never by index: causal (key position <= query
+position), padding (position -1) and Gemma's sliding window (q_pos - k_pos < window). So
+padded batches are exact also for sliding-window layers.
+
+Shapes: B contexts, V variants, R live rows (<= B * V), H query heads, KVH key/value heads,
+G = H // KVH, Tc prefix keys, Ts suffix keys, S new queries, Dh head dim, L layers.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .anatomy import attention_modules
+
+__all__ = ["SharedPrefix", "attending", "prefill", "trie", "IMPL"]
+
+IMPL = "ropedim_shared_prefix"
+
+
+@dataclass
+class SharedPrefix:
+    keys: list[torch.Tensor]  # per layer [B, KVH, Tc, Dh], post-RoPE
+    values: list[torch.Tensor]  # per layer [B, KVH, Tc, Dh]
+    prefix_pos: torch.Tensor  # [B, Tc] key positions, -1 = padding
+    n_variants: int  # V
+    masks: torch.Tensor | None  # [V, L, H, Dh] query masks, 1 = keep (row r has variant r % V)
+    rows: torch.Tensor  # [R] live rows, ids into B * V
+    suffix_pos: torch.Tensor  # [R, Ts] suffix key positions (-1 = padding); the last S are the queries'
+    causal_suffix: bool = False  # the suffix is the queries themselves, right-padded: causal by index
+    capacity: int = 0  # suffix tokens the buffers hold (at least the first call's)
+    suffix_k: list = field(default_factory=list)  # per layer [R, KVH, capacity, Dh], filled lazily
+    suffix_v: list = field(default_factory=list)
+    suffix_len: list = field(default_factory=list)  # per layer: suffix tokens stored
+
+    def store(self, layer: int, key: torch.Tensor, value: torch.Tensor):
+        """Append the new tokens' keys and values [R, KVH, S, Dh] of ``layer`` in place (no
+        cache concatenation per step); return the whole suffix's."""
+        if not self.suffix_k:
+            n = len(self.keys)
+            self.suffix_k, self.suffix_v, self.suffix_len = [None] * n, [None] * n, [0] * n
+        if self.suffix_k[layer] is None:
+            shape = (*key.shape[:2], max(self.capacity, key.shape[2]), key.shape[3])
+            self.suffix_k[layer], self.suffix_v[layer] = key.new_zeros(shape), value.new_zeros(shape)
+        n0, n1 = self.suffix_len[layer], self.suffix_len[layer] + key.shape[2]
+        self.suffix_k[layer][:, :, n0:n1] = key
+        self.suffix_v[layer][:, :, n0:n1] = value
+        self.suffix_len[layer] = n1
+        return self.suffix_k[layer][:, :, :n1], self.suffix_v[layer][:, :, :n1]
+
+    def keep(self, idx: torch.Tensor) -> None:
+        """Only the live rows at ``idx`` go on decoding. Once half the contexts have no live
+        row, they are dropped (their keys and values are not read again)."""
+        self.rows, self.suffix_pos = self.rows[idx], self.suffix_pos[idx]
+        self.suffix_k = [None if x is None else x[idx] for x in self.suffix_k]
+        self.suffix_v = [None if x is None else x[idx] for x in self.suffix_v]
+        ctx = self.rows // self.n_variants
+        live = torch.unique(ctx)
+        if len(live) <= self.prefix_pos.shape[0] // 2:
+            self.keys = [k[live] for k in self.keys]
+            self.values = [v[live] for v in self.values]
+            self.prefix_pos = self.prefix_pos[live]
+            self.rows = torch.searchsorted(live, ctx) * self.n_variants + self.rows % self.n_variants
+
+    def append(self, pos: torch.Tensor) -> None:
+        """Positions [R, S] of the tokens fed next."""
+        self.suffix_pos = torch.cat([self.suffix_pos, pos], dim=1)
+
+
+def _sdpa(q, k, v, bias, causal=False):
+    """Softmax attention and its log-sum-exp: q [N, KVH, X, Dh], k, v [N, KVH, T, Dh],
+    additive ``bias`` broadcast to [N, 1, X, T] or ``causal`` (scaling already in q). Rows
+    without a visible key give out 0 and lse -inf."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, 0.0, causal, attn_mask=bias, scale=1.0)
+    if bias is None:
+        return out, lse[..., None]
+    blind = (bias == float("-inf")).all(-1)  # [N, 1, X] or broadcastable: the kernel gives lse 0 there
+    return out.nan_to_num(0.0), lse.masked_fill(blind | lse.isnan(), float("-inf"))[..., None]
+
+
+def _repeat(x: torch.Tensor, g: int) -> torch.Tensor:
+    """[N, KVH, T, Dh] -> [N, KVH * g, T, Dh]: query head j reads KV head j // g."""
+    return x if g == 1 else x.repeat_interleave(g, dim=1)
+
+
+def _bias(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None, dtype) -> torch.Tensor:
+    """[..., S, T] additive mask: 0 where the key is seen (causal, not padding, inside the
+    window), -inf elsewhere."""
+    q, k = q_pos[..., :, None], k_pos[..., None, :]
+    ok = (k >= 0) & (k <= q)
+    if window is not None:
+        ok &= q - k < window
+    return torch.zeros(ok.shape, dtype=dtype).masked_fill_(~ok, float("-inf"))
+
+
+def attend(module: nn.Module, query, key, value, attention_mask, scaling=None,
+           sliding_window=None, **kwargs):
+    """An attention interface (transformers 5): query [R, H, S, Dh] post-RoPE; key, value
+    [R, KVH, S, Dh] the new tokens' (the model runs without a cache: ``state`` keeps the
+    suffix)."""
+    st: SharedPrefix = module._ropedim_shared
+    layer = module._ropedim_layer
+    if getattr(module.config, "attn_logit_softcapping", None):
+        raise NotImplementedError("shared-prefix attention has no logit soft-capping")
+    key, value = st.store(layer, key, value)
+    r, h, s, dh = query.shape
+    kvh = key.shape[1]
+    g, n_ctx, n_var = h // kvh, st.keys[layer].shape[0], st.n_variants
+    scaling = dh ** -0.5 if scaling is None else scaling
+    if st.masks is None:
+        query = query * scaling
+    else:
+        query = query * (st.masks[st.rows % n_var, layer] * scaling)[:, :, None, :].to(query.dtype)
+    q_pos = st.suffix_pos[:, -s:]  # [R, S]
+
+    # prefix: the V rows of a context as one [V*G*S, Dh] block per KV head
+    full = query.new_zeros(n_ctx * n_var, h, s, dh)
+    full[st.rows] = query
+    qf = full.view(n_ctx, n_var, kvh, g, s, dh).transpose(1, 2).reshape(n_ctx, kvh, n_var * g * s, dh)
+    if sliding_window is None:  # every prefix key precedes every query: only padding hides one
+        bias = _bias(st.prefix_pos.new_full((n_ctx, 1), 2 ** 62), st.prefix_pos, None, query.dtype)[:, None]
+    else:
+        pos = q_pos.new_full((n_ctx * n_var, s), -1)
+        pos[st.rows] = q_pos
+        bias = _bias(pos.view(n_ctx, n_var, 1, s), st.prefix_pos[:, None, None], sliding_window, query.dtype)
+        bias = bias.expand(-1, -1, g, -1, -1).reshape(n_ctx, 1, n_var * g * s, -1)  # [B, 1, V*G*S, Tc]
+
+    def rows_of(x):  # [B, KVH, V*G*S, d] -> [R, H, S, d]
+        x = x.view(n_ctx, kvh, n_var, g, s, -1).transpose(1, 2).reshape(n_ctx * n_var, h, s, -1)
+        return x[st.rows]
+
+    o1, lse1 = (rows_of(x) for x in _sdpa(qf, st.keys[layer], st.values[layer], bias))
+
+    # suffix: per row
+    if st.causal_suffix and sliding_window is None:
+        o2, lse2 = _sdpa(query, _repeat(key, g), _repeat(value, g), None, causal=True)
+    else:
+        bias = _bias(q_pos, st.suffix_pos, sliding_window, query.dtype)[:, None, None]  # [R, 1, 1, S, Ts]
+        bias = bias.expand(-1, -1, g, -1, -1).reshape(r, 1, g * s, -1)
+        o2, lse2 = (x.reshape(r, h, s, -1) for x in _sdpa(query.reshape(r, kvh, g * s, dh), key, value, bias))
+
+    m = torch.maximum(lse1, lse2).clamp(min=torch.finfo(query.dtype).min)
+    w1, w2 = torch.exp(lse1 - m), torch.exp(lse2 - m)
+    out = (w1 * o1 + w2 * o2) / (w1 + w2).clamp(min=torch.finfo(query.dtype).tiny)  # pads: 0
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _no_mask(*args, **kwargs):  # keys are masked inside ``attend``, by position
+    return None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if IMPL not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(IMPL, attend)
+        AttentionMaskInterface.register(IMPL, _no_mask)
+
+
+@contextmanager
+def attending(model: nn.Module, state: SharedPrefix) -> Iterator[None]:
+    """Route the model's attention through :func:`attend` with ``state``; always restored."""
+    _register()
+    attns = attention_modules(model)
+    configs = list({id(c): c for c in [model.config, *(a.config for a in attns)]}.values())
+    saved = [c._attn_implementation for c in configs]
+    try:
+        for c in configs:
+            c._attn_implementation = IMPL
+        for i, a in enumerate(attns):
+            a._ropedim_shared, a._ropedim_layer = state, i
+        yield
+    finally:
+        for c, impl in zip(configs, saved):
+            c._attn_implementation = impl
+        for a in attns:
+            a.__dict__.pop("_ropedim_shared", None)
+            a.__dict__.pop("_ropedim_layer", None)
+
+
+# ---------------------------------------------------------------- prefilling a prefix tree
+
+@dataclass
+class Node:
+    parent: int  # index of the parent node, -1 for a root
+    tokens: list[int]
+    start: int  # position of the first token
+
+
+def trie(seqs: Sequence[Sequence[int]]) -> tuple[list[Node], list[int]]:
+    """The compacted prefix tree of non-empty token sequences: nodes (each parent before its
+    children) and the node each sequence ends at."""
+    if any(len(x) == 0 for x in seqs):
+        raise ValueError("empty context: nothing to prefill")
+    nodes: list[Node] = []
+    leaf = [-1] * len(seqs)
+
+    def grow(members, depth, parent):
+        groups: dict[int, list[int]] = {}
+        for i in members:
+            if len(seqs[i]) == depth:
+                leaf[i] = parent
+            else:
+                groups.setdefault(seqs[i][depth], []).append(i)
+        for g in groups.values():
+            first, end, n = seqs[g[0]], depth + 1, min(len(seqs[i]) for i in g)
+            while end < n and all(seqs[i][end] == first[end] for i in g):
+                end += 1
+            nodes.append(Node(parent, list(first[depth:end]), depth))
+            grow(g, end, len(nodes) - 1)
+
+    grow(range(len(seqs)), 0, -1)
+    return nodes, leaf
+
+
+def _pad(parts: list[torch.Tensor], dim: int, left: bool = True) -> torch.Tensor:
+    """Stack tensors padded with zeros along ``dim`` to one length."""
+    n = max(x.shape[dim] for x in parts)
+    out = []
+    for x in parts:
+        z = x.new_zeros([n - x.shape[d] if d == dim else x.shape[d] for d in range(x.dim())])
+        out.append(torch.cat([z, x] if left else [x, z], dim=dim))
+    return torch.stack(out)
+
+
+def _groups(nodes: list[Node], depth: list[int], waste: float = 0.15):
+    """(level, node ids) batches: a level's nodes by length, split where right-padding would
+    add more than ``waste`` of the batch's tokens."""
+    for level in range(max(depth) + 1):
+        ids = sorted((i for i in range(len(nodes)) if depth[i] == level), key=lambda i: -len(nodes[i].tokens))
+        group, total = [], 0
+        for i in ids:
+            n = len(nodes[i].tokens)
+            if group and (len(group) + 1) * len(nodes[group[0]].tokens) > (1 + waste) * (total + n):
+                yield level, group
+                group, total = [], 0
+            group.append(i)
+            total += n
+        yield level, group
+
+
+@torch.inference_mode()
+def prefill(model: nn.Module, seqs: Sequence[Sequence[int]]):
+    """Keys and values [B, KVH, T, Dh] per layer and key positions [B, T] (-1 = left pad) of
+    each sequence, every shared prefix computed once: the nodes of :func:`trie` level by
+    level, each node attending to its parent's path (the prefix) and, causally, to itself
+    (the suffix, right-padded)."""
+    nodes, leaf = trie(seqs)
+    attns = attention_modules(model)
+    seg_k, seg_v = [None] * len(nodes), [None] * len(nodes)  # per node: per layer [KVH, S, Dh]
+    depth: list[int] = []
+    for nd in nodes:
+        depth.append(0 if nd.parent < 0 else depth[nd.parent] + 1)
+
+    def gather(ids):  # each node's whole path: keys, values [B, KVH, T, Dh] per layer, positions
+        paths = []
+        for i in ids:
+            p = []
+            while i >= 0:
+                p, i = [i] + p, nodes[i].parent
+            paths.append(p)
+        kv = [[_pad([torch.cat([seg[j][la] for j in p], 1) for p in paths], 1) for la in range(len(seg[paths[0][0]]))]
+              for seg in (seg_k, seg_v)]
+        ends = [nodes[p[-1]].start + len(nodes[p[-1]].tokens) for p in paths]
+        n = max(ends)
+        return kv[0], kv[1], torch.stack([torch.arange(n) - (n - e) for e in ends]).clamp(min=-1)
+
+    for level, ids in _groups(nodes, depth):
+        tok = [torch.tensor(nodes[i].tokens) for i in ids]
+        if level == 0:  # no prefix: one key that nobody sees
+            z = torch.zeros(len(ids), model.config.num_key_value_heads, 1, attns[0].head_dim, dtype=model.dtype)
+            ks, vs, pre_pos = [z] * len(attns), [z] * len(attns), torch.full((len(ids), 1), -1)
+        else:
+            ks, vs, pre_pos = gather([nodes[i].parent for i in ids])
+        pos = _pad([torch.arange(len(t)) + nodes[i].start + 1 for t, i in zip(tok, ids)], 0, left=False) - 1
+        st = SharedPrefix(ks, vs, pre_pos, 1, None, torch.arange(len(ids)), pos, causal_suffix=True)
+        with attending(model, st):
+            model(input_ids=_pad(tok, 0, left=False), position_ids=pos.clamp(min=0), use_cache=False,
+                  logits_to_keep=1)
+        for j, i in enumerate(ids):
+            n = len(tok[j])
+            seg_k[i] = [k[j, :, :n] for k in st.suffix_k]
+            seg_v[i] = [v[j, :, :n] for v in st.suffix_v]
+    return gather(leaf)
