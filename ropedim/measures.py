@@ -193,7 +193,7 @@ def _accuracy_table(study, correct):
     return {"model": study.loaded.name, "task": study.cfg.task,
             "positions": [p + 1 for p in study.cfg.positions],
             "accuracy": {v: (100 * c.mean(1)).tolist() for v, c in correct.items()},
-            "n": int(correct["none"].shape[1]), "mode": study.cfg.mode,
+            "n": int(correct["none"].shape[1]), "mode": getattr(study.cfg, "mode", None),
             "fast_vs_faithful": study.mode_check() if hasattr(study, "mode_check") else {}}
 
 
