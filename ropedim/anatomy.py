@@ -52,6 +52,17 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     return sorted(mods, key=lambda m: m.layer_idx)
 
 
+def attention_configs(model: nn.Module) -> list:
+    """The distinct configs that name the attention implementation (model and layers)."""
+    return list({id(c): c for c in [model.config, *(a.config for a in attention_modules(model))]}.values())
+
+
+def mask_shape(model: nn.Module) -> tuple[int, int, int]:
+    """[L, H, Dh] of a per-head query-dimension mask."""
+    attns = attention_modules(model)
+    return len(attns), model.config.num_attention_heads, attns[0].head_dim
+
+
 def rotary_module(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if type(m).__name__.endswith("RotaryEmbedding"):

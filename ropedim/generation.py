@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ropedim import cache as disk
-from ropedim.anatomy import attention_modules
+from ropedim.anatomy import mask_shape
 from ropedim.hooks import masked
 from ropedim.prompts import Prompt, _adds_bos, tokenize_prompt
 from ropedim.shared_prefix import SharedPrefix, attending, prefill
@@ -267,7 +267,7 @@ def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[
     todo = [i for i in range(len(prompts)) if any(out[v][i] is None for v in variants)]
     todo.sort(key=lambda i: enc[i][0][:enc[i][1]])  # contexts sharing a prefix side by side
     pad, eos = _pad_id(tokenizer), _eos_ids(model, tokenizer)
-    shape = _mask_shape(model)
+    shape = mask_shape(model)
     for start in tqdm(range(0, len(todo), batch_size), desc="sweep[fast]", disable=not todo):
         batch = todo[start:start + batch_size]
         names = [v for v in variants if any(out[v][i] is None for i in batch)]
@@ -283,8 +283,3 @@ def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[
                 out[name][i] = answers[j * len(names) + v]
                 _store(specs[name][i], out[name][i], cache)
     return out
-
-
-def _mask_shape(model) -> tuple[int, int, int]:
-    attns = attention_modules(model)
-    return len(attns), model.config.num_attention_heads, attns[0].head_dim

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from .anatomy import Anatomy, attention_modules, q_pre_module
+from .anatomy import Anatomy, attention_configs, attention_modules, mask_shape, q_pre_module
 from .rope import first_last_mask
 
 __all__ = ["capture", "masked", "attention", "attention_weights", "mask_first_last",
@@ -67,7 +67,7 @@ def _ensure_registered(impl: str) -> str:
 def _routed(model: nn.Module) -> Iterator[list[nn.Module]]:
     """Route the model's attention through the dispatcher (re-entrant)."""
     attns = attention_modules(model)
-    configs = {id(c): c for c in [model.config, *(a.config for a in attns)]}.values()
+    configs = attention_configs(model)
     depth = getattr(model, "_ropedim_depth", 0)
     saved = [c._attn_implementation for c in configs]
     if depth == 0:
@@ -204,7 +204,7 @@ def masked(model: nn.Module, mask: torch.Tensor, from_position: int | None = Non
     mask = torch.as_tensor(mask)
     added = []
     with _routed(model) as attns:
-        if tuple(mask.shape) != (len(attns), model.config.num_attention_heads, attns[0].head_dim):
+        if tuple(mask.shape) != mask_shape(model):
             raise ValueError(f"mask shape {tuple(mask.shape)} != [L, H, Dh] of the model")
         try:
             for i, attn in enumerate(attns):
@@ -284,7 +284,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float,
     GQA: query head j uses KV head j // (H / KVH). Memory O(chunk × T) per head.
     """
     b, h, s, dh = q.shape
-    kvh = k.shape[1]
     vf = v.to(torch.promote_types(q.dtype, torch.float32))
     out = []
     for sl, p in attention_chunks(q, k, scaling, q_positions, window, k_positions, key_mask, chunk):

@@ -33,6 +33,7 @@ __all__ = [
     "layers",
     "positions",
     "key_bias",
+    "position_bias",
     "retrieval_scores",
     "average_scores",
     "retrieval_heads",
@@ -66,14 +67,20 @@ def positions(q_pos: Any, captures: Sequence[Any] | None = None) -> torch.Tensor
     return q_pos
 
 
-def key_bias(q_pos: torch.Tensor, T: int, window: int | None = None) -> torch.Tensor:
-    """Additive mask [Tq, T]: 0 where query at p sees key j (j <= p, j > p - window), -inf else."""
-    j = torch.arange(T, device=q_pos.device)
-    p = q_pos.to(j.device)[:, None]
-    ok = j[None, :] <= p
+def position_bias(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None = None,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive mask [..., Tq, T]: 0 where the query at position p sees the key at position j
+    (j <= p, j > p - window; j = -1 marks padding), -inf elsewhere."""
+    p, j = q_pos[..., :, None], k_pos.to(q_pos.device)[..., None, :]
+    ok = (j >= 0) & (j <= p)
     if window is not None:
-        ok &= j[None, :] > p - window
-    return torch.zeros(ok.shape, device=ok.device).masked_fill_(~ok, float("-inf"))
+        ok &= j > p - window
+    return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill_(~ok, float("-inf"))
+
+
+def key_bias(q_pos: torch.Tensor, T: int, window: int | None = None) -> torch.Tensor:
+    """Additive mask [Tq, T] over keys 0..T-1 (see :func:`position_bias`)."""
+    return position_bias(q_pos, torch.arange(T, device=q_pos.device), window)
 
 
 def _row_chunks(

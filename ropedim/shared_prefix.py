@@ -26,7 +26,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .anatomy import attention_modules
+from .anatomy import attention_configs, attention_modules
+from .retrieval import position_bias
 
 __all__ = ["SharedPrefix", "attending", "prefill", "trie", "IMPL"]
 
@@ -94,26 +95,13 @@ def _sdpa(q, k, v, bias, causal=False):
     return out.nan_to_num(0.0), lse.masked_fill(blind | lse.isnan(), float("-inf"))[..., None]
 
 
-def _repeat(x: torch.Tensor, g: int) -> torch.Tensor:
-    """[N, KVH, T, Dh] -> [N, KVH * g, T, Dh]: query head j reads KV head j // g."""
-    return x if g == 1 else x.repeat_interleave(g, dim=1)
-
-
-def _bias(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None, dtype) -> torch.Tensor:
-    """[..., S, T] additive mask: 0 where the key is seen (causal, not padding, inside the
-    window), -inf elsewhere."""
-    q, k = q_pos[..., :, None], k_pos[..., None, :]
-    ok = (k >= 0) & (k <= q)
-    if window is not None:
-        ok &= q - k < window
-    return torch.zeros(ok.shape, dtype=dtype).masked_fill_(~ok, float("-inf"))
-
-
 def attend(module: nn.Module, query, key, value, attention_mask, scaling=None,
            sliding_window=None, **kwargs):
     """An attention interface (transformers 5): query [R, H, S, Dh] post-RoPE; key, value
     [R, KVH, S, Dh] the new tokens' (the model runs without a cache: ``state`` keeps the
     suffix)."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
     st: SharedPrefix = module._ropedim_shared
     layer = module._ropedim_layer
     if getattr(module.config, "attn_logit_softcapping", None):
@@ -134,11 +122,11 @@ def attend(module: nn.Module, query, key, value, attention_mask, scaling=None,
     full[st.rows] = query
     qf = full.view(n_ctx, n_var, kvh, g, s, dh).transpose(1, 2).reshape(n_ctx, kvh, n_var * g * s, dh)
     if sliding_window is None:  # every prefix key precedes every query: only padding hides one
-        bias = _bias(st.prefix_pos.new_full((n_ctx, 1), 2 ** 62), st.prefix_pos, None, query.dtype)[:, None]
+        bias = position_bias(st.prefix_pos.new_full((n_ctx, 1), 2 ** 62), st.prefix_pos, None, query.dtype)[:, None]
     else:
         pos = q_pos.new_full((n_ctx * n_var, s), -1)
         pos[st.rows] = q_pos
-        bias = _bias(pos.view(n_ctx, n_var, 1, s), st.prefix_pos[:, None, None], sliding_window, query.dtype)
+        bias = position_bias(pos.view(n_ctx, n_var, 1, s), st.prefix_pos[:, None, None], sliding_window, query.dtype)
         bias = bias.expand(-1, -1, g, -1, -1).reshape(n_ctx, 1, n_var * g * s, -1)  # [B, 1, V*G*S, Tc]
 
     def rows_of(x):  # [B, KVH, V*G*S, d] -> [R, H, S, d]
@@ -149,9 +137,9 @@ def attend(module: nn.Module, query, key, value, attention_mask, scaling=None,
 
     # suffix: per row
     if st.causal_suffix and sliding_window is None:
-        o2, lse2 = _sdpa(query, _repeat(key, g), _repeat(value, g), None, causal=True)
+        o2, lse2 = _sdpa(query, repeat_kv(key, g), repeat_kv(value, g), None, causal=True)
     else:
-        bias = _bias(q_pos, st.suffix_pos, sliding_window, query.dtype)[:, None, None]  # [R, 1, 1, S, Ts]
+        bias = position_bias(q_pos, st.suffix_pos, sliding_window, query.dtype)[:, None, None]  # [R, 1, 1, S, Ts]
         bias = bias.expand(-1, -1, g, -1, -1).reshape(r, 1, g * s, -1)
         o2, lse2 = (x.reshape(r, h, s, -1) for x in _sdpa(query.reshape(r, kvh, g * s, dh), key, value, bias))
 
@@ -180,7 +168,7 @@ def attending(model: nn.Module, state: SharedPrefix) -> Iterator[None]:
     """Route the model's attention through :func:`attend` with ``state``; always restored."""
     _register()
     attns = attention_modules(model)
-    configs = list({id(c): c for c in [model.config, *(a.config for a in attns)]}.values())
+    configs = attention_configs(model)
     saved = [c._attn_implementation for c in configs]
     try:
         for c in configs:
@@ -277,7 +265,7 @@ def prefill(model: nn.Module, seqs: Sequence[Sequence[int]]):
             while i >= 0:
                 p, i = [i] + p, nodes[i].parent
             paths.append(p)
-        kv = [[_pad([torch.cat([seg[j][la] for j in p], 1) for p in paths], 1) for la in range(len(seg[paths[0][0]]))]
+        kv = [[_pad([torch.cat([seg[j][la] for j in p], 1) for p in paths], 1) for la in range(len(attns))]
               for seg in (seg_k, seg_v)]
         ends = [nodes[p[-1]].start + len(nodes[p[-1]].tokens) for p in paths]
         n = max(ends)

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from claims.table import CHECKS, CLAIMS
 from ropedim import report
 
