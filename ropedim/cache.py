@@ -3,6 +3,9 @@
 An entry is a file named by a hash of everything that determines it. Writes go to a
 temporary name in the same folder and are renamed into place (atomic on POSIX); a file
 lock per key makes ``pytest -n 4`` compute each entry once while the others wait.
+Work that comes in independent units (batches of prompts) is shared instead
+(``share_work``): every process that needs it takes the units nobody has claimed, then
+waits for the rest.
 
 The cache lives in ``$ROPEDIM_CACHE`` or ``~/.cache/ropedim``; ``--cache-dir`` sets it.
 """
@@ -15,9 +18,9 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 CACHE_VERSION = 1  # bump when a cached format changes
 
@@ -71,6 +74,42 @@ def cached(kind: str, spec: Any, compute: Callable[[], Any], root: Path | None =
         atomic_write(path.with_suffix(".json"),
                      lambda tmp: tmp.write_text(json.dumps(spec, sort_keys=True, default=str)))
         return value
+
+
+def has(kind: str, spec: Any, root: Path | None = None) -> bool:
+    """Whether (kind, spec) is already on disk."""
+    return path_for(kind, spec, ".pkl", root).exists()
+
+
+def share_work(kind: str, specs: Sequence[Any], done: Callable[[int], bool],
+               work: Callable[[int], None], root: Path | None = None, progress=None) -> None:
+    """Run ``work(i)`` for every unit i (identified by ``specs[i]``) that is not ``done(i)``,
+    together with any other process running the same units: a unit whose lock another
+    process holds is skipped and, once this process has no unclaimed unit left, waited for
+    (and done here if that process died before finishing it). ``work`` must store its
+    results where ``done`` finds them. ``progress``: a tqdm bar, advanced once per unit."""
+    locks = [lock_for(path_for(kind, s, "", root)) for s in specs]
+    pending = []
+    for i, lock in enumerate(locks):
+        if not done(i):
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # another process is on it
+                pending.append(i)
+                continue
+            try:
+                if not done(i):
+                    work(i)
+            finally:
+                lock.release()
+        if progress is not None:
+            progress.update()
+    for i in pending:
+        with locks[i]:
+            if not done(i):
+                work(i)
+        if progress is not None:
+            progress.update()
 
 
 def _load(path: Path) -> Any:

@@ -19,7 +19,9 @@ runs several mask variants over the same prompts:
 
 Every answer is cached on disk per prompt, keyed by model and weights, prompt text,
 max_new_tokens, dtype, mask and mode (``ropedim.cache``). The batch size is not in the key:
-padding only changes float rounding.
+padding only changes float rounding. Batches are fixed over all prompts, so cached or not a
+prompt is answered in the same batch; processes that need the same batches (pytest-xdist
+workers) split them between them.
 """
 
 from __future__ import annotations
@@ -227,6 +229,46 @@ def _store(spec, answer, use) -> None:
         disk.atomic_write(disk.path_for("generation", spec, ".json"), lambda t: t.write_text(blob))
 
 
+# ---------------------------------------------------------------- batches shared by processes
+def _batches(order: list[int], batch_size: int) -> list[list[int]]:
+    """Fixed batches over ALL prompts (not only the uncached ones): the same prompt lands in
+    the same batch whatever is cached, so answers do not depend on earlier runs."""
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _run(batches, out: dict[str, list], specs: dict[str, list], use: bool, work, desc: str) -> None:
+    """``work(b, names)`` for every batch b with a missing answer; ``names`` are the
+    variants it misses. With the cache on, several processes running the same batches
+    share them (``ropedim.cache.share_work``) and read each other's answers from disk."""
+    def missing(b):
+        return [v for v in out if any(out[v][i] is None for i in batches[b])]
+
+    def done(b):
+        for v in missing(b):
+            for i in batches[b]:
+                if out[v][i] is None:
+                    out[v][i] = _load(specs[v][i], use)
+        return not missing(b)
+
+    bar = tqdm(total=len(batches), desc=desc, disable=all(done(b) for b in range(len(batches))))
+    if not use:
+        for b in range(len(batches)):
+            if missing(b):
+                work(b, missing(b))
+            bar.update()
+    else:
+        units = [[specs[v][i] for v in out for i in batch] for batch in batches]
+        disk.share_work("batches", units, done, lambda b: work(b, missing(b)), progress=bar)
+    bar.close()
+
+
+def _fill(out: list, specs: list, i: int, answer: str, use: bool) -> None:
+    """Keep an answer already there (cached): a batch recomputes every row it holds."""
+    if out[i] is None:
+        out[i] = answer
+        _store(specs[i], answer, use)
+
+
 # ---------------------------------------------------------------- public API
 def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_tokens: int = 32,
              batch_size: int = 8, mask=None, from_position: int | None = None, cache: bool = True,
@@ -235,18 +277,19 @@ def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_t
     model, tokenizer, fp = _unwrap(loaded_model, tokenizer)
     texts = [p.text if isinstance(p, Prompt) else p for p in prompts]
     specs = [_spec(model, fp, t, max_new_tokens, mask, "faithful", from_position) for t in texts]
-    out = [_load(s, cache) for s in specs]
-    todo = [i for i, o in enumerate(out) if o is None]
-    todo.sort(key=lambda i: len(texts[i]))  # similar lengths together: less padding
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    for batch in tqdm(batches, desc=desc, disable=not batches):
+    out = [None] * len(texts)
+    batches = _batches(sorted(range(len(texts)), key=lambda i: (len(texts[i]), i)), batch_size)  # less padding
+
+    def work(b, _names):
+        batch = batches[b]
         ids, attn = _left_pad([_encode(texts[i], tokenizer)[0] for i in batch], _pad_id(tokenizer))
         with _masking(model, mask, from_position):
             answers = _greedy(_Padded(model, ids, attn, None), tokenizer, _eos_ids(model, tokenizer),
                               len(batch), max_new_tokens)
         for i, a in zip(batch, answers):
-            out[i] = a
-            _store(specs[i], a, cache)
+            _fill(out, specs, i, a, cache)
+
+    _run(batches, {"": out}, {"": specs}, cache, work, desc)
     return out
 
 
@@ -263,14 +306,14 @@ def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[
     enc = [_encode(p, tokenizer) for p in prompts]
     specs = {name: [_spec(model, fp, p.text, max_new_tokens, m, "fast", {"from": q, "attention": "shared"})
                     for p, (_, q) in zip(prompts, enc)] for name, m in variants.items()}
-    out = {name: [_load(s, cache) for s in specs[name]] for name in variants}
-    todo = [i for i in range(len(prompts)) if any(out[v][i] is None for v in variants)]
-    todo.sort(key=lambda i: enc[i][0][:enc[i][1]])  # contexts sharing a prefix side by side
+    out = {name: [None] * len(prompts) for name in variants}
+    # contexts sharing a prefix side by side
+    batches = _batches(sorted(range(len(prompts)), key=lambda i: (enc[i][0][:enc[i][1]], i)), batch_size)
     pad, eos = _pad_id(tokenizer), _eos_ids(model, tokenizer)
     shape = mask_shape(model)
-    for start in tqdm(range(0, len(todo), batch_size), desc="sweep[fast]", disable=not todo):
-        batch = todo[start:start + batch_size]
-        names = [v for v in variants if any(out[v][i] is None for i in batch)]
+
+    def work(b, names):
+        batch = batches[b]
         masks = torch.stack([torch.ones(shape) if variants[v] is None else torch.as_tensor(variants[v]).float()
                              for v in names])
         q_ids, q_mask = _left_pad([enc[i][0][enc[i][1]:] for i in batch], pad)
@@ -280,6 +323,7 @@ def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[
         answers = _greedy(decoder, tokenizer, eos, len(batch) * len(names), max_new_tokens)
         for j, i in enumerate(batch):
             for v, name in enumerate(names):
-                out[name][i] = answers[j * len(names) + v]
-                _store(specs[name][i], out[name][i], cache)
+                _fill(out[name], specs[name], i, answers[j * len(names) + v], cache)
+
+    _run(batches, out, specs, cache, work, "sweep[fast]")
     return out

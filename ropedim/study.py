@@ -22,7 +22,7 @@ from .rope import dims_in_fraction
 from .retrieval import average_scores, retrieval_heads, retrieval_scores
 from .utility import UtilityConfig, utility_scores
 
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: fixed batches over all prompts, one sweep with the unmasked rows
 TASKS = ("synthetic", "nq")
 MASK_VARIANTS = {"first16": ("first", 1 / 8), "first32": ("first", 1 / 4),
                  "last16": ("last", 1 / 8), "last32": ("last", 1 / 4)}
@@ -145,16 +145,21 @@ class Study:
             return out
         if self.cfg.n_mode_check < 1:
             return {}
-        return cache.cached("mode_check", self._key(kind="mode_check", thresholds=[
-            self.retrieval_threshold, self.utility_threshold]), compute)
+        key = self._key(kind="mode_check", thresholds=[self.retrieval_threshold, self.utility_threshold])
+        if not cache.has("mode_check", key):  # outside the lock: workers share the batches
+            self.answers(["utility", *MASK_VARIANTS], "faithful", self.cfg.n_mode_check)
+        return cache.cached("mode_check", key, compute)
 
     def correct_all(self) -> dict[str, np.ndarray]:
-        """Correctness under every variant, computed once (a file lock makes xdist
-        workers wait for the one computing it)."""
+        """Correctness under every variant, computed once. The answers come from one sweep
+        (unmasked and masked rows of a context share its prefill), whose batches the xdist
+        workers that need it split between them."""
         variants = ["none", "utility", *MASK_VARIANTS]
-        return cache.cached("correct", self._key(kind="correct", variants=variants,
-                                                 thresholds=[self.retrieval_threshold, self.utility_threshold]),
-                            lambda: self.correct(variants))
+        key = self._key(kind="correct", variants=variants,
+                        thresholds=[self.retrieval_threshold, self.utility_threshold])
+        if not cache.has("correct", key):
+            self.answers(variants)
+        return cache.cached("correct", key, lambda: self.correct(variants))
 
     def correct(self, variants: list[str]) -> dict[str, np.ndarray]:
         """{variant: 0/1 correctness [positions, kept questions]} (best_subspan_em)."""
@@ -177,10 +182,11 @@ class Study:
         return items[: self.cfg.n_analysis]
 
     def _compute_scores(self) -> dict[str, torch.Tensor]:
-        none = self.answers(["none"])["none"]
-        kept = self.audit["kept"]
+        kept, items = self.audit["kept"], self._analysis_items()
+        # unmasked answers of the analysis questions only: the rest come with the masked sweep
+        none = self.answers(["none"], questions=max(kept.index(i) for _, i in items) + 1)["none"]
         captures, retrieval = [], []
-        for pos, i in tqdm(self._analysis_items(), desc="capture q, K, V"):
+        for pos, i in tqdm(items, desc="capture q, K, V"):
             tok = P.tokenize_prompt(self.prompts[pos][i], self.tok)
             answer = none[pos][kept.index(i)]
             ans_ids = self.tok(answer, add_special_tokens=False)["input_ids"]

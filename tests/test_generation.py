@@ -91,6 +91,19 @@ def test_fast_sweep_is_masking_from_the_question(tiny):
     assert fast["zero"] != fast["none"] and faithful["zero"] != faithful["none"]  # masks act
 
 
+def test_answers_do_not_depend_on_what_is_cached(llama):
+    """Batches are fixed over all prompts and cached answers are kept: a sweep after a
+    partial one (the pipeline answers the analysis questions first) equals a cold sweep."""
+    ps = build_prompts(_examples(6), "plain")
+    variants = _masks(llama)
+    cold = sweep(llama, None, ps, variants, "fast", N_NEW, batch_size=4, cache=False)
+    part = sweep(llama, None, ps[1:3], {"none": None}, "fast", N_NEW, batch_size=4)
+    assert part["none"] == cold["none"][1:3]
+    assert sweep(llama, None, ps, variants, "fast", N_NEW, batch_size=4) == cold
+    assert generate(llama, None, ps[:5], N_NEW, batch_size=2, mask=variants["zero"]) == \
+        generate(llama, None, ps[:5], N_NEW, batch_size=2, mask=variants["zero"], cache=False)
+
+
 def test_disk_cache(llama, monkeypatch):
     ps = build_prompts(_examples(3), "plain")
     m = _masks(llama)["first-half"]
