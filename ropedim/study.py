@@ -20,7 +20,7 @@ from . import cache, generation, hooks, prompts as P, qa_data
 from .metrics import best_subspan_em, first_line
 from .rope import dims_in_fraction
 from .retrieval import average_scores, retrieval_heads, retrieval_scores
-from .utility import UtilityConfig, utility_scores
+from .utility import UtilityConfig, prepare as prepare_utility, utility_scores
 
 CODE_VERSION = 2  # 2: fixed batches over all prompts, one sweep with the unmasked rows
 TASKS = ("synthetic", "nq")
@@ -185,7 +185,7 @@ class Study:
         kept, items = self.audit["kept"], self._analysis_items()
         # unmasked answers of the analysis questions only: the rest come with the masked sweep
         none = self.answers(["none"], questions=max(kept.index(i) for _, i in items) + 1)["none"]
-        captures, retrieval = [], []
+        prepared, retrieval = [], []
         for pos, i in tqdm(items, desc="capture q, K, V"):
             tok = P.tokenize_prompt(self.prompts[pos][i], self.tok)
             answer = none[pos][kept.index(i)]
@@ -197,8 +197,8 @@ class Study:
                 self.model(input_ids=ids, logits_to_keep=1)
             bos = 0 if ids[0, 0].item() == getattr(self.tok, "bos_token_id", None) else None
             retrieval.append(retrieval_scores(cap, None, tok.context, bos_index=bos))
-            captures.append(dict(cap))
-        u = utility_scores(captures, self.cfg.utility)
+            prepared.append(prepare_utility(dict(cap), self.cfg.utility))  # the capture is dropped
+        u = utility_scores(prepared, self.cfg.utility)
         return {"retrieval": average_scores(retrieval), "utility": u.u,
                 "utility_converged": u.converged, "utility_error": u.error}
 
@@ -222,4 +222,5 @@ class Study:
                 else f"NQ-open oracle file, {cfg.distractors} distractors ({qa_data.default_oracle_path()})")
         return {**{k: v for k, v in cfg.to_dict().items() if k != "utility"},
                 "utility": asdict(cfg.utility), "positions_1based": [p + 1 for p in cfg.positions],
-                "data": data, "prompt_style": self.loaded.prompt_style, **self.audit}
+                "data": data, "prompt_style": self.loaded.prompt_style,
+                **{k: v for k, v in self.audit.items() if k != "kept"}, "n_kept": len(self.audit["kept"])}

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from .retrieval import _query_rows, field, key_bias, layers, positions
 
-__all__ = ["UtilityConfig", "UtilityResult", "utility_scores", "utility_scores_loop"]
+__all__ = ["UtilityConfig", "UtilityResult", "prepare", "utility_scores", "utility_scores_loop"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class _Example:
     v: torch.Tensor  # [N, B, T, Dh]
     bias: torch.Tensor  # [N, 1, Tq, T - t0] mask on the key columns t0: (causal / window)
     t0: int  # keys before t0 are seen by every query
+    n_layers: int
     target: torch.Tensor | None = None  # [N, B, G, Tq, Dh] Attn(q, K, V)
 
 
@@ -123,6 +125,14 @@ def _pair(example: Any) -> tuple[list[Any], torch.Tensor]:
     return caps, positions(q_pos, caps)
 
 
+def prepare(example: Any, config: UtilityConfig = UtilityConfig()) -> _Example:
+    """One example in the batched layout (copies of its q, K, V and the unmasked output).
+    Prepare examples as they are captured and drop the captures: ``utility_scores`` takes
+    prepared examples too, so only one copy of many long examples is ever held."""
+    with torch.no_grad():
+        return _prepare(*_pair(example), config)
+
+
 def _prepare(captures: list[Any], q_pos: torch.Tensor, cfg: UtilityConfig) -> _Example:
     k0 = field(captures[0], "k")
     T, KVH = k0.shape[2], k0.shape[1]
@@ -142,7 +152,7 @@ def _prepare(captures: list[Any], q_pos: torch.Tensor, cfg: UtilityConfig) -> _E
     masked = bias.isinf().any(0).any(0).nonzero()  # key columns masked for some query
     t0 = int(masked[0]) if masked.numel() else t_eff
     bias = bias[:, :, t0:].repeat_interleave(KVH, 0)[:, None]  # [N, 1, Tq, T - t0]
-    ex = _Example(qs, kt, v, bias, t0)
+    ex = _Example(qs, kt, v, bias, t0, L)
     ones = torch.ones(cfg.groups_per_chunk or L * KVH, H // KVH, Dh)
     ex.target = torch.cat([_forward(ex, ones[: idx.numel()], idx)[0]
                            for idx in torch.arange(L * KVH).split(ones.shape[0])])
@@ -152,16 +162,15 @@ def _prepare(captures: list[Any], q_pos: torch.Tensor, cfg: UtilityConfig) -> _E
 def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfig()) -> UtilityResult:
     """Eq. 4 for all heads of all layers at once.
 
-    examples: a list of (captures, q_pos) or of captures alone (then their own ``q_pos``);
+    examples: a list of (captures, q_pos), of captures alone (then their own ``q_pos``) or
+    of ``prepare``d examples (prepared with the same config);
     captures as in ``ropedim.retrieval``: per layer q [B, H, Tq or T, Dh], k, v
     [B, KVH, T, Dh], scaling, window. q_pos: the query positions entering Eq. 4 (the
     caller's choice; the pipeline passes the question and output part).
     """
     cfg = config
-    examples = [_pair(e) for e in examples]
-    with torch.no_grad():
-        exs = [_prepare(c, p, cfg) for c, p in examples]
-    L = len(examples[0][0])
+    exs = [e if isinstance(e, _Example) else prepare(e, cfg) for e in examples]
+    L = exs[0].n_layers
     N, _, G, _, Dh = exs[0].qs.shape
     n_q = sum(e.qs.shape[1] * e.qs.shape[3] for e in exs)  # queries pooled over examples
     alpha = 1.0 / Dh if cfg.alpha is None else cfg.alpha
@@ -183,8 +192,11 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
     steps = torch.zeros(N, G, dtype=torch.long)
     active = torch.ones(N, G, dtype=torch.bool)
     hist = []  # objective [N, G] of the last `patience` + 1 steps
+    bar = tqdm(total=cfg.max_steps, desc=f"utility (Eq. 4), {N * G} heads", disable=N * G < 16)
     with torch.no_grad():
         for _ in range(cfg.max_steps):
+            bar.update()
+            bar.set_postfix(optimising=int(active.sum()), refresh=False)
             groups = active.any(-1).nonzero()[:, 0]  # skip groups whose heads all stopped
             err, g = error(u, groups, True)
             obj = err + alpha * u.sum(-1)
@@ -203,6 +215,7 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
             upd = cfg.lr * (m / (1 - b1**t)) / ((v2 / (1 - b2**t)).sqrt() + cfg.eps)
             u = torch.where(a, (u - upd).clamp(0.0, 1.0), u)
         err, _ = error(u, torch.arange(N), False)
+    bar.close()
     lh = lambda x: x.reshape(L, -1, *x.shape[2:])  # [N, G, ...] -> [L, H, ...]
     return UtilityResult(lh(u), lh(err + alpha * u.sum(-1)), lh(err), lh(steps), lh(~active))
 

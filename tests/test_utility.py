@@ -9,7 +9,7 @@ import torch
 from ropedim.hooks import capture
 from ropedim.models import load_cached
 from ropedim.retrieval import key_bias
-from ropedim.utility import (UtilityConfig, _error_and_grad, _prepare, utility_scores,
+from ropedim.utility import (UtilityConfig, _error_and_grad, _prepare, prepare, utility_scores,
                              utility_scores_loop)
 
 
@@ -72,6 +72,8 @@ def test_batched_equals_per_head_loop():
     torch.testing.assert_close(a.u, b.u, atol=1e-4, rtol=0)
     torch.testing.assert_close(a.loss, b.loss, atol=1e-5, rtol=1e-4)
     assert torch.equal(a.steps, b.steps) and torch.equal(a.converged, b.converged)
+    c = utility_scores([prepare(e, cfg) for e in ex], cfg)  # prepared as captured (the pipeline)
+    assert torch.equal(a.u, c.u) and torch.equal(a.steps, c.steps)
 
 
 def test_error_is_a_mean_over_queries_and_stop_rule():
