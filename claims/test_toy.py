@@ -5,13 +5,10 @@ Select with ``pytest claims -k toy``; ``--profile paper`` trains App. A's config
 
 import pytest
 
-from claims.table import EXPECTED, checks_for
-from fixtures.report import assert_supported, check_param
-
-PARAMS = [check_param(c, None, EXPECTED.get(c.test_id())) for c in checks_for("toy")]
+from fixtures.report import assert_supported
 
 
-@pytest.mark.parametrize("check, model", PARAMS)
+@pytest.mark.claims("C4a", "C4b", subject="toy")
 def test_toy_claim(check, model, toy_runs, verify, settings):
     runs = toy_runs[check.params["setup"]]
     config = {**settings.profile.toy.to_dict(), "seeds": [r.seed for r in runs],
