@@ -59,13 +59,20 @@ def lock_for(path: Path) -> FileLock:
 
 
 def cached(kind: str, spec: Any, compute: Callable[[], Any], root: Path | None = None,
-           enabled: bool = True) -> Any:
-    """Return the pickled result for (kind, spec), computing and storing it once."""
+           enabled: bool = True, unlocked: Callable[[], Any] | None = None) -> Any:
+    """Return the pickled result for (kind, spec), computing and storing it once.
+
+    ``unlocked``: the part of the work that processes can share (answers whose batches
+    ``share_work`` splits), run before taking the lock when the entry is missing, so
+    that every process needing the entry works on it instead of waiting; ``compute``
+    then finds those results cached."""
     if not enabled:
         return compute()
     path = path_for(kind, spec, ".pkl", root)
     if path.exists():
         return _load(path)
+    if unlocked is not None:
+        unlocked()
     with lock_for(path):
         if path.exists():  # another process computed it while we waited
             return _load(path)
@@ -74,11 +81,6 @@ def cached(kind: str, spec: Any, compute: Callable[[], Any], root: Path | None =
         atomic_write(path.with_suffix(".json"),
                      lambda tmp: tmp.write_text(json.dumps(spec, sort_keys=True, default=str)))
         return value
-
-
-def has(kind: str, spec: Any, root: Path | None = None) -> bool:
-    """Whether (kind, spec) is already on disk."""
-    return path_for(kind, spec, ".pkl", root).exists()
 
 
 def share_work(kind: str, specs: Sequence[Any], done: Callable[[int], bool],

@@ -278,7 +278,7 @@ def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_t
     texts = [p.text if isinstance(p, Prompt) else p for p in prompts]
     specs = [_spec(model, fp, t, max_new_tokens, mask, "faithful", from_position) for t in texts]
     out = [None] * len(texts)
-    batches = _batches(sorted(range(len(texts)), key=lambda i: (len(texts[i]), i)), batch_size)  # less padding
+    batches = _batches(sorted(range(len(texts)), key=lambda i: len(texts[i])), batch_size)  # less padding
 
     def work(b, _names):
         batch = batches[b]
@@ -308,7 +308,7 @@ def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[
                     for p, (_, q) in zip(prompts, enc)] for name, m in variants.items()}
     out = {name: [None] * len(prompts) for name in variants}
     # contexts sharing a prefix side by side
-    batches = _batches(sorted(range(len(prompts)), key=lambda i: (enc[i][0][:enc[i][1]], i)), batch_size)
+    batches = _batches(sorted(range(len(prompts)), key=lambda i: enc[i][0][:enc[i][1]]), batch_size)
     pad, eos = _pad_id(tokenizer), _eos_ids(model, tokenizer)
     shape = mask_shape(model)
 

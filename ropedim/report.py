@@ -113,7 +113,7 @@ def _markdown(rows, claims, figs, report_dir) -> str:
             c = r.get("config") or {}
             if "skipped_too_long" in c and (r["model"], c.get("task")) not in seen:
                 seen.add((r["model"], c.get("task")))
-                out.append(f"- {r['model']} on {c.get('task')}: data {c.get('data')}; {c.get('n_kept', len(c.get('kept', [])))} "
+                out.append(f"- {r['model']} on {c.get('task')}: data {c.get('data')}; {c['n_kept']} "
                            f"questions kept at each of the gold positions {c.get('positions_1based')}, "
                            f"{len(c['skipped_too_long'])} skipped because the prompt exceeds the model's "
                            f"{c.get('max_len')} tokens (prompts {c.get('tokens_min')}-{c.get('tokens_max')} tokens).")

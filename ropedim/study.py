@@ -146,9 +146,8 @@ class Study:
         if self.cfg.n_mode_check < 1:
             return {}
         key = self._key(kind="mode_check", thresholds=[self.retrieval_threshold, self.utility_threshold])
-        if not cache.has("mode_check", key):  # outside the lock: workers share the batches
-            self.answers(["utility", *MASK_VARIANTS], "faithful", self.cfg.n_mode_check)
-        return cache.cached("mode_check", key, compute)
+        faithful = lambda: self.answers(["utility", *MASK_VARIANTS], "faithful", self.cfg.n_mode_check)
+        return cache.cached("mode_check", key, compute, unlocked=faithful)  # workers share `faithful`
 
     def correct_all(self) -> dict[str, np.ndarray]:
         """Correctness under every variant, computed once. The answers come from one sweep
@@ -157,9 +156,8 @@ class Study:
         variants = ["none", "utility", *MASK_VARIANTS]
         key = self._key(kind="correct", variants=variants,
                         thresholds=[self.retrieval_threshold, self.utility_threshold])
-        if not cache.has("correct", key):
-            self.answers(variants)
-        return cache.cached("correct", key, lambda: self.correct(variants))
+        return cache.cached("correct", key, lambda: self.correct(variants),
+                            unlocked=lambda: self.answers(variants))
 
     def correct(self, variants: list[str]) -> dict[str, np.ndarray]:
         """{variant: 0/1 correctness [positions, kept questions]} (best_subspan_em)."""

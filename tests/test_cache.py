@@ -10,10 +10,11 @@ from ropedim import cache
 
 
 def test_cached_computes_once(tmp_path):
-    calls = []
+    calls, shared = [], []
     for _ in range(2):
-        assert cache.cached("k", {"a": 1}, lambda: calls.append(1) or 42, root=tmp_path) == 42
-    assert calls == [1] and cache.has("k", {"a": 1}, root=tmp_path) and not cache.has("k", {"a": 2}, root=tmp_path)
+        assert cache.cached("k", {"a": 1}, lambda: calls.append(1) or 42, root=tmp_path,
+                            unlocked=lambda: shared.append(1)) == 42
+    assert calls == [1] and shared == [1]  # the unlocked part runs only while the entry is missing
 
 
 def _worker(root: str, n: int, out: str):

@@ -9,7 +9,7 @@ import torch
 from ropedim.hooks import capture
 from ropedim.models import load_cached
 from ropedim.retrieval import key_bias
-from ropedim.utility import (UtilityConfig, _error_and_grad, _prepare, prepare, utility_scores,
+from ropedim.utility import (UtilityConfig, _error_and_grad, prepare, utility_scores,
                              utility_scores_loop)
 
 
@@ -88,7 +88,7 @@ def test_error_is_a_mean_over_queries_and_stop_rule():
 
 def test_hand_gradient_equals_autograd():
     caps, q_pos = _caps()
-    ex = _prepare(caps, q_pos, UtilityConfig())
+    ex = prepare((caps, q_pos))
     idx = torch.arange(ex.qs.shape[0])
     u = torch.rand(*ex.qs.shape[:1], ex.qs.shape[2], ex.qs.shape[-1],
                    generator=torch.Generator().manual_seed(0)).requires_grad_()
