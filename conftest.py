@@ -5,11 +5,14 @@ import os
 from hypothesis import settings
 
 pytest_plugins = [
-    "fixtures.options",
-    "fixtures.toy",
-    "fixtures.models",
-    "fixtures.study",
-    "fixtures.report",
+    "fixtures.options",  # --model, --profile, ... and the session settings
+    "fixtures.toy",  # trained toys (§4)
+    "fixtures.models",  # models by alias
+    "fixtures.qa",  # one model on one QA task (§5)
+    "fixtures.parametrize",  # claim tests generated from the claims table
+    "fixtures.schedule",  # xdist groups
+    "fixtures.verify",  # measure -> verdict -> record -> assert the expected outcome
+    "fixtures.report",  # the report, written by the controller
 ]
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
@@ -18,7 +21,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 
 def pytest_configure(config):
-    # `-n N` schedules by xdist group (fixtures/report.py: one group per shared artifact)
+    # `-n N` schedules by xdist group (fixtures/schedule.py: one group per shared artifact)
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"
         # workers keep torch's threads (one per core) but sleep instead of spinning while

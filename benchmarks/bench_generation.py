@@ -38,7 +38,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     from ropedim.generation import sweep
-    from ropedim.hooks import mask_first_last, masked
+    from ropedim.hooks import masked
+    from ropedim.qa.masks import theta_end_mask
     from ropedim.metrics import first_line
     from ropedim.models import load_cached
     from ropedim.prompts import build_prompts, tokenize_prompt
@@ -56,7 +57,7 @@ def main(argv=None) -> None:
     variants = {"none": None}
     for which in ("first", "last"):
         for kk in (k8, 2 * k8):
-            variants[f"{which}{kk}"] = mask_first_last(a, which, kk, heads)
+            variants[f"{which}{kk}"] = theta_end_mask(a, which, kk, heads)
     positions = (0, (args.k - 1) // 2, args.k - 1)
     examples = ((lambda pos: synthetic_task(args.n, args.k, pos)) if args.task == "synthetic" else
                 (lambda pos: build_k_doc(load_oracle(), args.k, pos, "random", n=args.n)))

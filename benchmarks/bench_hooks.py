@@ -9,7 +9,8 @@ import time
 
 import torch
 
-from ropedim.hooks import attention, capture, mask_first_last, masked
+from ropedim.hooks import capture, masked
+from ropedim.qa.masks import theta_end_mask
 from ropedim.models import load_cached
 
 
@@ -36,7 +37,7 @@ def main(t: int = 512, threads: int = 1) -> None:
         with torch.no_grad(), capture(model, positions=sel):
             model(ids, use_cache=False)
 
-    mask = mask_first_last(a, "first", 8, [(l, h) for l in range(a.n_layers) for h in range(a.n_heads)])
+    mask = theta_end_mask(a, "first", 8, [(l, h) for l in range(a.n_layers) for h in range(a.n_heads)])
 
     def with_mask():
         with torch.no_grad(), masked(model, mask):
@@ -47,9 +48,9 @@ def main(t: int = 512, threads: int = 1) -> None:
     e = st[15]
 
     def recompute():
-        attention(e["q"], e["k"], e["v"], e["scaling"], e["q_idx"], e["window"])
+        e.attention()
 
-    err = (st.attention(15) - e["o"]).abs().max().item()
+    err = (e.attention() - e.o).abs().max().item()
     base = timed(plain)
     print(f"SmolLM2-135M, {t} tokens, {torch.get_num_threads()} threads")
     print(f"plain forward          {base * 1e3:8.1f} ms")

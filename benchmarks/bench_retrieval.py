@@ -19,29 +19,29 @@ import time
 import torch
 
 from ropedim.anatomy import attention_modules
-from ropedim.hooks import capture
+from ropedim.generation import generate
 from ropedim.models import load_cached
-from ropedim.prompts import build_prompt, tokenize_prompt
+from ropedim.prompts import build_prompt
+from ropedim.qa.analysis import capture_example
 from ropedim.qa_data import build_k_doc, load_oracle
 from ropedim.retrieval import retrieval_scores
 
 
 def smollm2_example(n_docs: int = 24, new_tokens: int = 16):
-    """SmolLM2, token ids of a QA prompt with ``n_docs`` documents plus the model's own
-    greedy answer, the context span and the question+output positions."""
+    """SmolLM2 on a QA prompt with ``n_docs`` documents and its own greedy answer, captured
+    as the pipeline does (``ropedim.qa.analysis.capture_example``): the loaded model, the
+    prompt, the answer and the example (ids, context span, question start, capture)."""
     lo = load_cached("smollm2")
     ex = build_k_doc(load_oracle(), k=n_docs, gold_position=n_docs // 2, distractors="random", n=1)[0]
-    tp = tokenize_prompt(build_prompt(ex, lo.prompt_style, lo.tokenizer), lo.tokenizer)
-    ids = torch.tensor([tp.input_ids])
-    with torch.no_grad():
-        ids = lo.model.generate(ids, max_new_tokens=new_tokens, do_sample=False)
-    return lo, ids, tp.context, torch.arange(tp.question_start, ids.shape[1])
+    prompt = build_prompt(ex, lo.prompt_style, lo.tokenizer)
+    answer = generate(lo, None, [prompt], new_tokens, cache=False)[0]
+    return lo, prompt, answer, capture_example(lo, prompt, answer)
 
 
-def ours(model, ids, ctx, q_pos):
-    with torch.no_grad(), capture(model, positions=q_pos, keep=("q", "k")) as cap:
-        model(ids, use_cache=False, logits_to_keep=1)  # no logits needed, nor below
-    return retrieval_scores(cap, q_pos, ctx, bos_index=0)
+def ours(lo, prompt, answer):
+    """The pipeline's step: capture forward over prompt + answer, then the scores."""
+    ex = capture_example(lo, prompt, answer)
+    return retrieval_scores(ex.capture, None, ex.context, bos_index=ex.bos_index)
 
 
 def plain(model, ids, ctx, q_pos):
@@ -74,14 +74,13 @@ def timed(fn, *args, reps: int = 1):
 
 
 def main(n_docs: int = 24) -> None:
-    lo, ids, ctx, q_pos = smollm2_example(n_docs)
-    model = lo.model
-    a, t_ours = timed(ours, model, ids, ctx, q_pos)
+    lo, prompt, answer, ex = smollm2_example(n_docs)
+    model, ids, ctx = lo.model, ex.ids, ex.context
+    q_pos = torch.arange(ex.question_start, ids.shape[1])
+    a, t_ours = timed(ours, lo, prompt, answer)
     b, t_plain = timed(plain, model, ids, ctx, q_pos)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
-    with torch.no_grad(), capture(model, positions=q_pos, keep=("q", "k")) as cap:
-        model(ids, use_cache=False)
-    _, t_scores = timed(retrieval_scores, cap, q_pos, ctx, 0)
+    _, t_scores = timed(retrieval_scores, ex.capture, None, ctx, ex.bos_index)
     print(f"SmolLM2-135M, T={ids.shape[1]} tokens, {len(q_pos)} question+output queries, "
           f"context {ctx}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}")
     print(f"max |ours - plain| = {(a - b).abs().max():.2e}; "

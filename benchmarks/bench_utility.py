@@ -17,16 +17,16 @@ import time
 import torch
 
 from bench_retrieval import smollm2_example
-from ropedim.hooks import attention, capture
-from ropedim.retrieval import field, layers
+from ropedim.attention import attention
+from ropedim.capture import in_layer_order
 from ropedim.utility import UtilityConfig, utility_scores, utility_scores_loop
 
 
 def plain(cap, q_pos: torch.Tensor, cfg: UtilityConfig) -> torch.Tensor:
     """Eq. 4 head by head: autograd through the attention, torch.optim.Adam, clamp."""
     out = []
-    for c in layers(cap):
-        q, k, v, scale, window = (field(c, n) for n in ("q", "k", "v", "scaling", "window"))
+    for c in in_layer_order(cap):
+        q, k, v, scale, window = c.q, c.k, c.v, c.scaling, c.window
         g = q.shape[1] // k.shape[1]
         row = []
         for h in range(q.shape[1]):
@@ -48,9 +48,9 @@ def plain(cap, q_pos: torch.Tensor, cfg: UtilityConfig) -> torch.Tensor:
 
 
 def main(n_docs: int = 24, steps: int = 20) -> None:
-    lo, ids, ctx, q_pos = smollm2_example(n_docs)
-    with torch.no_grad(), capture(lo.model, positions=q_pos, keep=("q", "k", "v")) as cap:
-        lo.model(ids, use_cache=False)
+    lo, _, _, ex = smollm2_example(n_docs)  # the pipeline's capture of prompt + own answer
+    cap, ids = ex.capture, ex.ids
+    q_pos = torch.arange(ex.question_start, ids.shape[1])
     cfg = UtilityConfig(max_steps=steps, tol=0.0)
     t0 = time.perf_counter()
     ours = utility_scores([cap], cfg).u

@@ -1,32 +1,25 @@
-"""Greedy answers to QA prompts, with and without masked query dimensions (§5.2, §5.4).
+"""Greedy answers to QA prompts, with and without masked query dimensions (§5.2, §5.4),
+cached on disk per prompt and shared by processes.
 
 The paper masks query dimensions "and prompt[s] the model to answer the same questions
-again". Decoding is greedy (Liu et al. use temperature 0), at most ``max_new_tokens`` (32)
-new tokens, stopping at EOS or at a newline once some text was produced (Liu et al. score
-only the first line). Prompts are batched with left padding; position ids come from the
-attention mask, so padding never shifts RoPE positions.
-
-Masks are applied by ``ropedim.hooks.masked(model, mask, from_position=None)``. ``sweep``
-runs several mask variants over the same prompts:
+again". ``sweep`` answers the same prompts under several mask variants:
 
 - ``faithful``: each variant is a full generation, the mask on at every position;
 - ``fast``: the context (instruction + documents) is prefilled once, unmasked; then all
   variants continue together, one batch row per (prompt, variant), with the mask on from
-  the question start to the end of the answer, reading the shared context's keys and
-  values once per context (``ropedim.shared_prefix``). This equals masking from the
-  question start (a query mask at positions >= t changes no key or value before t), not
-  ``faithful``; the report shows how far the two are apart.
+  the question start to the end of the answer (``ropedim.decode.SharedContext``). This
+  equals masking from the question start (a query mask at positions >= t changes no key
+  or value before t), not ``faithful``; the report shows how far the two are apart.
 
-Every answer is cached on disk per prompt, keyed by model and weights, prompt text,
-max_new_tokens, dtype, mask and mode (``ropedim.cache``). The batch size is not in the key:
-padding only changes float rounding. Batches are fixed over all prompts, so cached or not a
-prompt is answered in the same batch; processes that need the same batches (pytest-xdist
-workers) split them between them.
+Cache key per answer: model class, name and weights, prompt text, max_new_tokens, dtype,
+mask and mode. The batch size is not in the key: padding only changes float rounding.
+Batches are fixed over all prompts, so cached or not a prompt is answered in the same
+batch; processes that need the same batches (pytest-xdist workers) split them
+(``ropedim.cache.share_work``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import weakref
@@ -38,9 +31,8 @@ from tqdm.auto import tqdm
 
 from ropedim import cache as disk
 from ropedim.anatomy import mask_shape
-from ropedim.hooks import masked
-from ropedim.prompts import Prompt, _adds_bos, tokenize_prompt
-from ropedim.shared_prefix import SharedPrefix, attending, prefill
+from ropedim.decode import Padded, SharedContext, eos_ids, greedy, left_pad, pad_id
+from ropedim.prompts import Prompt, encode
 
 __all__ = ["generate", "sweep", "model_fingerprint", "mask_digest", "MODES"]
 
@@ -49,18 +41,17 @@ _FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakK
 
 
 # ---------------------------------------------------------------- identities for the cache key
-def _unwrap(loaded, tokenizer) -> tuple[torch.nn.Module, Any, str | None]:
-    """A model, or an object holding one in ``.model`` (e.g. ``ropedim.models.Loaded``,
-    whose ``.tokenizer`` is used when ``tokenizer`` is None)."""
+def _unwrap(loaded, tokenizer) -> tuple[torch.nn.Module, Any, str]:
+    """A model, or a ``ropedim.models.Loaded`` (whose tokenizer is used when ``tokenizer``
+    is None), with its fingerprint."""
     if isinstance(loaded, torch.nn.Module):
-        model, fp = loaded, None
+        model = loaded
     else:
         model = loaded.model
-        fp = getattr(loaded, "fingerprint", None) or getattr(loaded, "weights_id", None)
-        tokenizer = tokenizer if tokenizer is not None else getattr(loaded, "tokenizer", None)
+        tokenizer = tokenizer if tokenizer is not None else loaded.tokenizer
     if tokenizer is None:
         raise ValueError("no tokenizer given")
-    return model, tokenizer, fp or model_fingerprint(model)
+    return model, tokenizer, model_fingerprint(model)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -70,7 +61,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         h.update(f"{type(model).__name__}:{getattr(model.config, 'name_or_path', '')}".encode())
         for name, p in model.state_dict().items():
             h.update(name.encode())
-            h.update(p.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+            h.update(p.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy())
         _FINGERPRINTS[model] = h.hexdigest()
     return _FINGERPRINTS[model]
 
@@ -87,125 +78,6 @@ def mask_digest(mask: Any) -> str | None:
         a = np.ascontiguousarray(mask, dtype=np.float32)
         return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:24]
     return hashlib.sha256(json.dumps(mask, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _masking(model, mask, from_position=None):
-    if mask is None:
-        return contextlib.nullcontext()
-    return masked(model, mask, from_position=from_position)
-
-
-# ---------------------------------------------------------------- greedy decoding
-def _encode(p: str | Prompt, tokenizer) -> tuple[list[int], int]:
-    """Token ids and question-start token (0 for a bare string)."""
-    if isinstance(p, Prompt):
-        t = tokenize_prompt(p, tokenizer)
-        return t.input_ids, t.question_start
-    ids = tokenizer(p, add_special_tokens=False)["input_ids"]
-    if _adds_bos(tokenizer) and not p.startswith(tokenizer.bos_token):
-        ids = [tokenizer.bos_token_id] + ids
-    return list(ids), 0
-
-
-def _left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, n - len(s):] = torch.tensor(s)
-            mask[i, n - len(s):] = 1
-    return ids, mask
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    gc = getattr(model, "generation_config", None)
-    e = getattr(gc, "eos_token_id", None)
-    ids.update(e if isinstance(e, (list, tuple)) else [e])
-    return {i for i in ids if i is not None}
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-class _Padded:
-    """A left-padded batch on the model's own attention; ``mask`` covers past and new tokens."""
-
-    def __init__(self, model, ids, mask, past):
-        self.model, self.ids, self.mask, self.past = model, ids, mask, past
-
-    def _forward(self, ids, n_new):
-        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -n_new:]
-        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=pos,
-                         past_key_values=self.past, use_cache=True, logits_to_keep=1)
-        self.past = out.past_key_values
-        return out.logits[:, -1].float().argmax(-1)
-
-    def first(self) -> torch.Tensor:
-        return self._forward(self.ids, self.ids.shape[1])
-
-    def next(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        return self._forward(tokens[:, None], 1)
-
-    def keep(self, idx: torch.Tensor) -> None:
-        self.past.batch_select_indices(idx)
-        self.mask = self.mask[idx]
-
-
-class _SharedContext:
-    """B contexts prefilled once, unmasked; each continues (question, then answer) in V rows,
-    row b * V + v under mask variant v (``ropedim.shared_prefix``)."""
-
-    def __init__(self, model, contexts: list[list[int]], q_ids, q_mask, masks: torch.Tensor, max_new_tokens: int):
-        self.model, n_var = model, masks.shape[0]
-        keys, values, pre_pos = prefill(model, contexts)
-        q_pos = torch.where(q_mask.bool(), (pre_pos >= 0).sum(-1, keepdim=True) + q_mask.cumsum(-1) - 1, -1)
-        rows = torch.arange(len(contexts) * n_var)
-        self.state = SharedPrefix(keys, values, pre_pos, n_var, masks, rows,
-                                  q_pos[:, :0].repeat_interleave(n_var, 0), capacity=q_ids.shape[1] + max_new_tokens)
-        self.ids, self.q_pos = q_ids.repeat_interleave(n_var, 0), q_pos.repeat_interleave(n_var, 0)
-
-    def _forward(self, ids, pos):
-        self.state.append(pos)
-        with attending(self.model, self.state):
-            out = self.model(input_ids=ids, position_ids=pos.clamp(min=0), use_cache=False, logits_to_keep=1)
-        return out.logits[:, -1].float().argmax(-1)
-
-    def first(self) -> torch.Tensor:
-        return self._forward(self.ids, self.q_pos)
-
-    def next(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self._forward(tokens[:, None], self.state.suffix_pos[:, -1:] + 1)
-
-    def keep(self, idx: torch.Tensor) -> None:
-        self.state.keep(idx)
-
-
-@torch.inference_mode()
-def _greedy(decoder, tokenizer, eos: set[int], n_rows: int, max_new_tokens: int) -> list[str]:
-    """Greedy continuation of every row of ``decoder`` (``_Padded`` or ``_SharedContext``)."""
-    nxt = decoder.first()
-    gen: list[list[int]] = [[] for _ in range(n_rows)]
-    rows = list(range(n_rows))  # the rows still decoding
-    for step in range(max_new_tokens):
-        alive = []
-        for j, (b, t) in enumerate(zip(rows, nxt.tolist())):
-            if t in eos:
-                continue
-            gen[b].append(t)
-            if "\n" not in tokenizer.decode(gen[b], skip_special_tokens=True).lstrip():
-                alive.append(j)  # Liu et al. keep the first line only: stop at a newline
-        if not alive or step == max_new_tokens - 1:
-            break
-        if len(alive) < len(rows):  # drop finished rows from the batch and its cache
-            keep = torch.tensor(alive)
-            decoder.keep(keep)
-            nxt, rows = nxt[keep], [rows[j] for j in alive]
-        nxt = decoder.next(nxt)
-    return [tokenizer.decode(g, skip_special_tokens=True) for g in gen]
 
 
 # ---------------------------------------------------------------- disk cache per prompt
@@ -282,10 +154,9 @@ def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_t
 
     def work(b, _names):
         batch = batches[b]
-        ids, attn = _left_pad([_encode(texts[i], tokenizer)[0] for i in batch], _pad_id(tokenizer))
-        with _masking(model, mask, from_position):
-            answers = _greedy(_Padded(model, ids, attn, None), tokenizer, _eos_ids(model, tokenizer),
-                              len(batch), max_new_tokens)
+        ids, attn = left_pad([encode(texts[i], tokenizer)[0] for i in batch], pad_id(tokenizer))
+        answers = greedy(Padded(model, ids, attn, mask, from_position), tokenizer, eos_ids(model, tokenizer),
+                         len(batch), max_new_tokens)
         for i, a in zip(batch, answers):
             _fill(out, specs, i, a, cache)
 
@@ -303,24 +174,24 @@ def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[
         return {name: generate(loaded_model, tokenizer, prompts, max_new_tokens, batch_size, m,
                                None, cache, desc=f"generate[{name}]") for name, m in variants.items()}
     model, tokenizer, fp = _unwrap(loaded_model, tokenizer)
-    enc = [_encode(p, tokenizer) for p in prompts]
+    enc = [encode(p, tokenizer) for p in prompts]
     specs = {name: [_spec(model, fp, p.text, max_new_tokens, m, "fast", {"from": q, "attention": "shared"})
                     for p, (_, q) in zip(prompts, enc)] for name, m in variants.items()}
     out = {name: [None] * len(prompts) for name in variants}
     # contexts sharing a prefix side by side
     batches = _batches(sorted(range(len(prompts)), key=lambda i: enc[i][0][:enc[i][1]]), batch_size)
-    pad, eos = _pad_id(tokenizer), _eos_ids(model, tokenizer)
+    pad, eos = pad_id(tokenizer), eos_ids(model, tokenizer)
     shape = mask_shape(model)
 
     def work(b, names):
         batch = batches[b]
         masks = torch.stack([torch.ones(shape) if variants[v] is None else torch.as_tensor(variants[v]).float()
                              for v in names])
-        q_ids, q_mask = _left_pad([enc[i][0][enc[i][1]:] for i in batch], pad)
+        q_ids, q_mask = left_pad([enc[i][0][enc[i][1]:] for i in batch], pad)
         with torch.inference_mode():
-            decoder = _SharedContext(model, [enc[i][0][:enc[i][1]] for i in batch], q_ids, q_mask, masks,
-                                     max_new_tokens)
-        answers = _greedy(decoder, tokenizer, eos, len(batch) * len(names), max_new_tokens)
+            decoder = SharedContext(model, [enc[i][0][:enc[i][1]] for i in batch], q_ids, q_mask, masks,
+                                    max_new_tokens)
+        answers = greedy(decoder, tokenizer, eos, len(batch) * len(names), max_new_tokens)
         for j, i in enumerate(batch):
             for v, name in enumerate(names):
                 _fill(out[name], specs[name], i, answers[j * len(names) + v], cache)

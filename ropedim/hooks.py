@@ -3,35 +3,39 @@
 Mechanism. Every supported attention module (Llama, Qwen2, OLMo 2, Gemma 3, Phi, ...)
 applies RoPE and then calls ``ALL_ATTENTION_FUNCTIONS.get_interface(
 self.config._attn_implementation)(module, query, key, value, mask, scaling=...,
-position_ids=..., [sliding_window=...])``. Inside a context below we register a dispatcher
-``ropedim_<impl>`` (attention: the model's own ``<impl>``; masks: the same mask builder as
-``<impl>``) and point the model's config at it; the dispatcher runs the per-module hooks on
-the post-RoPE query, then delegates. The pre-RoPE query comes from a forward hook on the
-q norm (OLMo 2, Gemma 3, Phi) or q_proj. Everything is undone on exit, also on error.
+position_ids=..., [sliding_window=...])``. :func:`routed` registers a dispatcher
+``ropedim_<impl>`` (attention: the model's own ``<impl>``, or a kernel a caller installs
+on the module; masks: the same mask builder as ``<impl>``) and points the model's config
+at it. The dispatcher runs the module's pre hooks on the post-RoPE query, the kernel, then
+the post hooks. It is the one way ropedim reroutes attention: :func:`capture`,
+:func:`masked` and the shared-prefix sweep (``ropedim.shared_prefix``) all enter it, nest
+freely, and restore the model on exit, also on error.
 
-Shapes: B batch, H query heads, KVH key/value heads, T keys, S kept query positions,
-Dh head dim, L layers.
+Hook points (per attention module; shapes: B batch, H query heads, KVH key/value heads,
+T keys, S query positions of the pass, Dh head dim):
+- q_pre: output of the q norm (OLMo 2, Gemma 3, Phi) or q_proj  # [B, S, H*Dh] or [B, H, S, Dh]
+- pre:   the post-RoPE query before attention                  # query [B, H, S, Dh], key/value [B, KVH, T, Dh]
+- post:  each head's attention output                          # [B, S, H, Dh]
 """
 
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
-from .anatomy import Anatomy, attention_configs, attention_modules, mask_shape, q_pre_module
-from .rope import first_last_mask
+from .anatomy import attention_configs, attention_modules, mask_shape, q_pre_module
+from .capture import Capture, LayerCapture
 
-__all__ = ["capture", "masked", "attention", "attention_weights", "mask_first_last",
-           "mask_from_utility", "Capture"]
+__all__ = ["routed", "capture", "masked", "kernel"]
 
 _PREFIX = "ropedim_"
 
 
-# ---------------------------------------------------------------- dispatcher plumbing
+# ---------------------------------------------------------------- routing
 
 def _dispatcher(impl: str):
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -39,13 +43,14 @@ def _dispatcher(impl: str):
     def dispatch(module, query, key, value, attention_mask, **kwargs):
         for hook in getattr(module, "_ropedim_pre", {}).values():
             query = hook(module, query, key, value, kwargs)
-        if impl == "eager":  # each modeling file has its own eager function
+        fn = module.__dict__.get("_ropedim_kernel")
+        if fn is None and impl == "eager":  # each modeling file has its own eager function
             fn = sys.modules[type(module).__module__].eager_attention_forward
-        else:
+        elif fn is None:
             fn = ALL_ATTENTION_FUNCTIONS[impl]
         out, weights = fn(module, query, key, value, attention_mask, **kwargs)
         for hook in getattr(module, "_ropedim_post", {}).values():
-            hook(module, out, kwargs)  # out: [B, T, H, Dh]
+            hook(module, out, kwargs)
         return out, weights
 
     return dispatch
@@ -64,8 +69,9 @@ def _ensure_registered(impl: str) -> str:
 
 
 @contextmanager
-def _routed(model: nn.Module) -> Iterator[list[nn.Module]]:
-    """Route the model's attention through the dispatcher (re-entrant)."""
+def routed(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Route the model's attention through the dispatcher (re-entrant); yields the
+    attention modules by layer."""
     attns = attention_modules(model)
     configs = attention_configs(model)
     depth = getattr(model, "_ropedim_depth", 0)
@@ -85,22 +91,41 @@ def _routed(model: nn.Module) -> Iterator[list[nn.Module]]:
                 c._attn_implementation = impl
 
 
-def _add(mod: nn.Module, where: str, fn) -> object:
-    key = object()
-    if not hasattr(mod, where):
-        setattr(mod, where, {})
-    getattr(mod, where)[key] = fn
-    return key
+@contextmanager
+def kernel(model: nn.Module, make: Callable[[int], Callable]) -> Iterator[None]:
+    """Replace the attention kernel of layer i by ``make(i)`` (an attention-interface
+    function); hooks still run around it. Not nestable: one kernel at a time."""
+    with routed(model) as attns:
+        if any("_ropedim_kernel" in a.__dict__ for a in attns):
+            raise RuntimeError("an attention kernel is already installed on this model")
+        try:
+            for i, a in enumerate(attns):
+                a._ropedim_kernel = make(i)
+            yield
+        finally:
+            for a in attns:
+                a.__dict__.pop("_ropedim_kernel", None)
 
 
-def _remove(mod: nn.Module, where: str, key) -> None:
-    getattr(mod, where, {}).pop(key, None)
+@contextmanager
+def _hooked(attns: list[nn.Module], where: str, fns: dict[int, Callable]) -> Iterator[None]:
+    """Add ``fns[layer]`` to the ``where`` hooks of those layers; removed on exit."""
+    added = []
+    try:
+        for i, fn in fns.items():
+            key = object()
+            attns[i].__dict__.setdefault(where, {})[key] = fn
+            added.append((attns[i], key))
+        yield
+    finally:
+        for mod, key in added:
+            mod.__dict__.get(where, {}).pop(key, None)
 
 
 def _positions(kwargs, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-    """Absolute position of each query, [B, Tq] (the model's position_ids)."""
+    """Absolute position of each query, [B, S] (the model's position_ids)."""
     pos = kwargs.get("position_ids")
-    if pos is None:  # no padding, keys are 0..T-1 and queries the last Tq of them
+    if pos is None:  # no padding, keys are 0..T-1 and queries the last S of them
         tq, tk = query.shape[2], key.shape[2]
         pos = torch.arange(tk - tq, tk, device=query.device)[None]
     return pos.expand(query.shape[0], -1)
@@ -117,185 +142,99 @@ def _select(x: torch.Tensor, positions, dim: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------- capture
 
-class Capture(dict):
-    """``store[layer]`` -> dict of tensors from the last forward pass:
-    q_pre [B, H, S, Dh] query before RoPE (after q norm), q [B, H, S, Dh] after RoPE (what
-    attention used, i.e. after any active mask), k [B, KVH, T, Dh] after RoPE, v [B, KVH, T,
-    Dh], o [B, H, S, Dh] each head's attention output, q_idx [S] index of each kept query
-    among the keys (its causal horizon), q_pos [B, S] its position id, scaling (float),
-    window (int | None). Left-padded batches: pass ``key_mask`` to :meth:`attention`."""
-
-    def attention(self, layer: int, **kw) -> torch.Tensor:
-        """Recompute the per-head output of ``layer`` from the captured tensors."""
-        e = self[layer]
-        return attention(e["q"], e["k"], e["v"], e["scaling"], e["q_idx"], e["window"], **kw)
-
-
 @contextmanager
 def capture(model: nn.Module, layers: Iterable[int] | None = None, positions=None,
             keep: Iterable[str] = ("q_pre", "q", "k", "v", "o")) -> Iterator[Capture]:
-    """Record attention tensors per layer during forward passes (the last pass wins).
-
-    ``positions`` selects which query positions (indices into the pass's T) are kept: None
-    (all), a slice, or indices. Nothing T×T is stored.
-    """
+    """Record a :class:`ropedim.capture.LayerCapture` per layer during forward passes
+    (the last pass wins). ``positions`` selects the kept query positions (indices into the
+    pass's S): None (all), a slice, or indices. Nothing T×T is stored."""
     keep = set(keep)
     store = Capture()
-    handles, added = [], []
-    with _routed(model) as attns:
-        want = set(range(len(attns))) if layers is None else set(layers)
-        try:
-            for i, attn in enumerate(attns):
-                if i not in want:
-                    continue
-                entry = store.setdefault(i, {})
-                h, dh = model.config.num_attention_heads, attn.head_dim
+    handles = []
+    with routed(model) as attns:
+        want = sorted(set(range(len(attns))) if layers is None else set(layers))
+        h = model.config.num_attention_heads
+        for i in want:
+            store[i] = LayerCapture()
 
-                def on_q_pre(mod, args, out, entry=entry, h=h, dh=dh):
-                    if out.dim() == 3:  # [B, T, H*Dh] -> [B, H, T, Dh]
+        def on_q_pre(entry, dh):
+            def hook(mod, args, out):
+                if "q_pre" in keep:
+                    if out.dim() == 3:  # [B, S, H*Dh] -> [B, H, S, Dh]
                         out = out.view(*out.shape[:2], h, dh).transpose(1, 2)
-                    if "q_pre" in keep:
-                        entry["q_pre"] = _select(out, positions, 2)
+                    entry.q_pre = _select(out, positions, 2)
+            return hook
 
-                def pre(mod, query, key, value, kw, entry=entry):
-                    tq, tk = query.shape[2], key.shape[2]
-                    # queries are the last tq of the tk keys (a sliding-window cache keeps
-                    # only the window, so key index != position id while decoding)
-                    idx = torch.arange(tk - tq, tk, device=query.device)
-                    entry.update(q_idx=_select(idx, positions, 0),
-                                 q_pos=_select(_positions(kw, query, key), positions, 1),
-                                 scaling=float(kw.get("scaling", mod.scaling)),
-                                 window=kw.get("sliding_window", getattr(mod, "sliding_window", None)))
-                    if "q" in keep:
-                        entry["q"] = _select(query, positions, 2)
-                    if "k" in keep:
-                        entry["k"] = key.detach().clone()
-                    if "v" in keep:
-                        entry["v"] = value.detach().clone()
-                    return query
+        def pre(entry):
+            def hook(mod, query, key, value, kw):
+                tq, tk = query.shape[2], key.shape[2]
+                # queries are the last tq of the tk keys (a sliding-window cache keeps only
+                # the window, so key index != position id while decoding)
+                entry.q_idx = _select(torch.arange(tk - tq, tk, device=query.device), positions, 0)
+                entry.q_pos = _select(_positions(kw, query, key), positions, 1)
+                entry.scaling = float(kw.get("scaling", mod.scaling))
+                entry.window = kw.get("sliding_window", getattr(mod, "sliding_window", None))
+                if "q" in keep:
+                    entry.q = _select(query, positions, 2)
+                if "k" in keep:
+                    entry.k = key.detach().clone()
+                if "v" in keep:
+                    entry.v = value.detach().clone()
+                return query
+            return hook
 
-                def post(mod, out, kw, entry=entry):
-                    if "o" in keep:
-                        entry["o"] = _select(out.transpose(1, 2), positions, 2)
+        def post(entry):
+            def hook(mod, out, kw):
+                if "o" in keep:
+                    entry.o = _select(out.transpose(1, 2), positions, 2)
+            return hook
 
-                handles.append(q_pre_module(attn).register_forward_hook(on_q_pre))
-                added += [(attn, "_ropedim_pre", _add(attn, "_ropedim_pre", pre)),
-                          (attn, "_ropedim_post", _add(attn, "_ropedim_post", post))]
-            yield store
+        try:
+            handles = [q_pre_module(attns[i]).register_forward_hook(on_q_pre(store[i], attns[i].head_dim))
+                       for i in want]
+            with _hooked(attns, "_ropedim_pre", {i: pre(store[i]) for i in want}), \
+                    _hooked(attns, "_ropedim_post", {i: post(store[i]) for i in want}):
+                yield store
         finally:
             for hd in handles:
                 hd.remove()
-            for mod, where, key in added:
-                _remove(mod, where, key)
 
 
 # ---------------------------------------------------------------- masking
 
 @contextmanager
-def masked(model: nn.Module, mask: torch.Tensor, from_position: int | None = None) -> Iterator[None]:
-    """Multiply each head's post-RoPE query by ``mask`` [L, H, Dh] (1 = keep, storage order).
+def masked(model: nn.Module, mask: torch.Tensor, from_position: int | None = None,
+           variant_of_row: Callable[[], torch.Tensor] | None = None) -> Iterator[None]:
+    """Multiply each head's post-RoPE query by ``mask`` (1 = keep, storage order).
 
-    With ``from_position`` only queries at absolute positions >= it are masked (so the
-    prompt's KV cache is built unmasked and generated tokens are masked). A mask equal on
+    ``mask`` is [L, H, Dh] for the whole batch, or [V, L, H, Dh] with ``variant_of_row()``
+    giving the variant [R] of each batch row at call time (the shared-prefix sweep decodes
+    V mask variants side by side). With ``from_position`` only queries at absolute
+    positions >= it are masked (the prompt's KV cache is built unmasked). A mask equal on
     both coordinates of every rotary pair commutes with RoPE, so it equals masking the
     pre-RoPE query; keys and values are never touched (§5.2/§5.4: "mask ... dimensions of
-    the query"). For GQA the mask is per query head; the shared KV head is unchanged.
+    the query"). GQA: the mask is per query head; the shared KV head is unchanged.
     """
     mask = torch.as_tensor(mask)
-    added = []
-    with _routed(model) as attns:
-        if tuple(mask.shape) != mask_shape(model):
-            raise ValueError(f"mask shape {tuple(mask.shape)} != [L, H, Dh] of the model")
-        try:
-            for i, attn in enumerate(attns):
-                m = mask[i].to(torch.float32)
-                if bool((m == 1).all()):
-                    continue
+    per_row = variant_of_row is not None
+    with routed(model) as attns:
+        if tuple(mask.shape[1:] if per_row else mask.shape) != mask_shape(model):
+            raise ValueError(f"mask shape {tuple(mask.shape)} != {'[V, ' if per_row else '['}L, H, Dh] "
+                             f"= {mask_shape(model)} of the model")
+        fns = {}
+        for i in range(len(attns)):
+            m = (mask[:, i] if per_row else mask[i]).to(torch.float32)
+            if bool((m == 1).all()):
+                continue
 
-                def pre(mod, query, key, value, kw, m=m):
-                    mm = m.to(query.device, query.dtype)[None, :, None, :]  # [1, H, 1, Dh]
-                    if from_position is None:
-                        return query * mm
-                    sel = (_positions(kw, query, key) >= from_position)[:, None, :, None]
-                    return torch.where(sel, query * mm, query)
+            def pre(mod, query, key, value, kw, m=m):
+                mm = m.to(query.device, query.dtype)
+                mm = mm[variant_of_row()][:, :, None, :] if per_row else mm[None, :, None, :]
+                if from_position is None:
+                    return query * mm
+                sel = (_positions(kw, query, key) >= from_position)[:, None, :, None]
+                return torch.where(sel, query * mm, query)
 
-                added.append((attn, _add(attn, "_ropedim_pre", pre)))
+            fns[i] = pre
+        with _hooked(attns, "_ropedim_pre", fns):
             yield
-        finally:
-            for mod, key in added:
-                _remove(mod, "_ropedim_pre", key)
-
-
-def mask_first_last(anatomy: Anatomy, which: str, k: int,
-                    heads: Iterable[tuple[int, int]]) -> torch.Tensor:
-    """[L, H, Dh] float mask zeroing the first/last ``k`` coordinates in the paper's order
-    (θ from high to low; "the first 16 dimensions" = the 8 highest-frequency pairs) of each
-    (layer, head) in ``heads``; other heads are all ones. ``k`` counts coordinates: a caller
-    transferring the paper's 16 of 128 to a 64-dim head passes 8."""
-    a = anatomy
-    mask = torch.ones(a.n_layers, a.n_heads, a.head_dim)
-    for layer, head in heads:
-        mask[layer, head, first_last_mask(a.rank[layer], which, k)] = 0.0
-    return mask
-
-
-def mask_from_utility(u: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """§5.2: keep dimensions whose utility score is >= threshold, mask those below."""
-    return (torch.as_tensor(u) >= threshold).to(torch.float32)
-
-
-# ---------------------------------------------------------------- recomputation
-
-def attention_chunks(q, k, scaling, q_positions, window, k_positions, key_mask, chunk):
-    """Yield (slice, probs [B, KVH, G, s, T]) over chunks of query positions (float32+)."""
-    b, h, s, dh = q.shape
-    kvh, t = k.shape[1], k.shape[2]
-    g = h // kvh
-    dt = torch.promote_types(q.dtype, torch.float32)
-    qpos = torch.as_tensor(q_positions, device=q.device).expand(b, s)
-    kpos = (torch.arange(t, device=q.device) if k_positions is None
-            else torch.as_tensor(k_positions, device=q.device))
-    kf = k.to(dt)
-    qg = q.to(dt).reshape(b, kvh, g, s, dh)  # query head j reads KV head j // g
-    if chunk is None:  # keep one chunk's scores near 2^24 floats
-        chunk = max(1, (1 << 24) // max(1, b * h * t))
-    for start in range(0, s, chunk):
-        sl = slice(start, min(s, start + chunk))
-        sc = torch.einsum("bngsd,bntd->bngst", qg[:, :, :, sl], kf) * scaling
-        qp = qpos[:, sl, None]  # [B, s, 1]
-        ok = kpos[None, None, :] <= qp  # causal
-        if window is not None:
-            ok = ok & (kpos[None, None, :] > qp - window)  # HF: kv > q - window
-        if key_mask is not None:
-            ok = ok & torch.as_tensor(key_mask, device=q.device).bool()[:, None, :]
-        sc = sc.masked_fill(~ok[:, None, None], float("-inf"))
-        yield sl, torch.softmax(sc, dim=-1).nan_to_num(0.0)  # rows with no key -> 0
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float,
-              q_positions, window: int | None = None, *, k_positions=None,
-              key_mask: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
-    """Per-head attention output [B, H, S, Dh] (float32, differentiable in q).
-
-    q [B, H, S, Dh] post-RoPE queries at ``q_positions`` ([S] or [B, S]); k, v [B, KVH, T,
-    Dh] at ``k_positions`` (default 0..T-1, i.e. q_positions are key indices); causal, plus a
-    sliding window (key seen iff q_pos - k_pos < window) and ``key_mask`` [B, T] (False =
-    padding).
-    GQA: query head j uses KV head j // (H / KVH). Memory O(chunk × T) per head.
-    """
-    b, h, s, dh = q.shape
-    vf = v.to(torch.promote_types(q.dtype, torch.float32))
-    out = []
-    for sl, p in attention_chunks(q, k, scaling, q_positions, window, k_positions, key_mask, chunk):
-        out.append(torch.einsum("bngst,bntd->bngsd", p, vf))
-    return torch.cat(out, dim=3).reshape(b, h, s, v.shape[-1])
-
-
-def attention_weights(q: torch.Tensor, k: torch.Tensor, scaling: float, q_positions,
-                      window: int | None = None, *, k_positions=None,
-                      key_mask: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
-    """Attention probabilities [B, H, S, T] (float32), masked as in :func:`attention`."""
-    b, h, s, _ = q.shape
-    parts = [p for _, p in attention_chunks(q, k, scaling, q_positions, window, k_positions,
-                                          key_mask, chunk)]
-    return torch.cat(parts, dim=3).reshape(b, h, s, k.shape[2])

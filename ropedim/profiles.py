@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .qa.config import QAConfig
 from .toy import PAPER, ToyConfig
 
 
@@ -19,10 +20,9 @@ class Profile:
     toy_seeds: tuple[int, ...]
     qa: dict = field(default_factory=dict)  # task -> QAConfig fields
 
-    def qa_config(self, task: str, data: str | None = None):
+    def qa_config(self, task: str, data: str | None = None) -> QAConfig:
         """The QA configuration of ``task``; ``data`` (--qa-data, comma-separated files)
         replaces the contexts built for the NQ task."""
-        from .study import QAConfig
         fields = dict(self.qa.get(task, {}))
         if data and task == "nq":
             fields["data"] = tuple(p for p in data.split(",") if p)

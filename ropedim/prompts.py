@@ -27,7 +27,7 @@ from typing import NamedTuple, Sequence
 from ropedim.qa_data import Example
 
 __all__ = ["INSTRUCTION", "STYLES", "Prompt", "Tokenized", "Audit", "build_prompt",
-           "build_prompts", "tokenize_prompt", "audit"]
+           "build_prompts", "tokenize_prompt", "encode", "adds_bos", "audit"]
 
 INSTRUCTION = ("Write a high-quality answer for the given question using only the provided "
                "search results (some of which might be irrelevant).")
@@ -121,7 +121,7 @@ def build_prompts(examples: Sequence[Example], style: str, tokenizer=None) -> li
     return [build_prompt(ex, style, tokenizer) for ex in examples]
 
 
-def _adds_bos(tokenizer) -> bool:
+def adds_bos(tokenizer) -> bool:
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return False
@@ -136,7 +136,7 @@ def tokenize_prompt(prompt: Prompt, tokenizer) -> Tokenized:
     text = prompt.text
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-    if _adds_bos(tokenizer) and not text.startswith(tokenizer.bos_token):
+    if adds_bos(tokenizer) and not text.startswith(tokenizer.bos_token):
         ids, offsets = [tokenizer.bos_token_id] + ids, [(0, 0)] + offsets
 
     def first_ending_after(c: int) -> int:  # the token that holds character c
@@ -145,6 +145,17 @@ def tokenize_prompt(prompt: Prompt, tokenizer) -> Tokenized:
     c0, c1 = prompt.spans["context"]
     q = first_ending_after(prompt.spans["question"][0])
     return Tokenized(ids, (first_ending_after(c0), first_ending_after(c1 - 1) + 1), q)
+
+
+def encode(p: "str | Prompt", tokenizer) -> tuple[list[int], int]:
+    """Token ids and question-start token of a prompt (0 for a bare string)."""
+    if isinstance(p, Prompt):
+        t = tokenize_prompt(p, tokenizer)
+        return t.input_ids, t.question_start
+    ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+    if adds_bos(tokenizer) and not p.startswith(tokenizer.bos_token):
+        ids = [tokenizer.bos_token_id] + ids
+    return list(ids), 0
 
 
 def audit(prompts: Sequence[Prompt], tokenizer, max_len: int, reserve: int = 0) -> Audit:

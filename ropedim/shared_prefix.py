@@ -21,17 +21,17 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .anatomy import attention_configs, attention_modules
-from .retrieval import position_bias
+from .anatomy import attention_modules
+from .attention import merge_lse, position_bias, sdpa_with_lse
+from .hooks import kernel
 
-__all__ = ["SharedPrefix", "attending", "prefill", "trie", "IMPL"]
-
-IMPL = "ropedim_shared_prefix"
+__all__ = ["SharedPrefix", "attend", "attending", "prefill", "trie"]
 
 
 @dataclass
@@ -39,8 +39,7 @@ class SharedPrefix:
     keys: list[torch.Tensor]  # per layer [B, KVH, Tc, Dh], post-RoPE
     values: list[torch.Tensor]  # per layer [B, KVH, Tc, Dh]
     prefix_pos: torch.Tensor  # [B, Tc] key positions, -1 = padding
-    n_variants: int  # V
-    masks: torch.Tensor | None  # [V, L, H, Dh] query masks, 1 = keep (row r has variant r % V)
+    n_variants: int  # V (row r continues context r // V under variant r % V)
     rows: torch.Tensor  # [R] live rows, ids into B * V
     suffix_pos: torch.Tensor  # [R, Ts] suffix key positions (-1 = padding); the last S are the queries'
     causal_suffix: bool = False  # the suffix is the queries themselves, right-padded: causal by index
@@ -83,27 +82,15 @@ class SharedPrefix:
         self.suffix_pos = torch.cat([self.suffix_pos, pos], dim=1)
 
 
-def _sdpa(q, k, v, bias, causal=False):
-    """Softmax attention and its log-sum-exp: q [N, KVH, X, Dh], k, v [N, KVH, T, Dh],
-    additive ``bias`` broadcast to [N, 1, X, T] or ``causal`` (scaling already in q). Rows
-    without a visible key give out 0 and lse -inf."""
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        q, k, v, 0.0, causal, attn_mask=bias, scale=1.0)
-    if bias is None:
-        return out, lse[..., None]
-    blind = (bias == float("-inf")).all(-1)  # [N, 1, X] or broadcastable: the kernel gives lse 0 there
-    return out.nan_to_num(0.0), lse.masked_fill(blind | lse.isnan(), float("-inf"))[..., None]
-
-
 def attend(module: nn.Module, query, key, value, attention_mask, scaling=None,
-           sliding_window=None, **kwargs):
-    """An attention interface (transformers 5): query [R, H, S, Dh] post-RoPE; key, value
+           sliding_window=None, *, state: SharedPrefix, layer: int, **kwargs):
+    """An attention kernel (transformers 5's interface) over ``state``: query [R, H, S, Dh]
+    post-RoPE (any query mask already applied by ``ropedim.hooks.masked``); key, value
     [R, KVH, S, Dh] the new tokens' (the model runs without a cache: ``state`` keeps the
     suffix)."""
     from transformers.integrations.sdpa_attention import repeat_kv
 
-    st: SharedPrefix = module._ropedim_shared
-    layer = module._ropedim_layer
+    st = state
     if getattr(module.config, "attn_logit_softcapping", None):
         raise NotImplementedError("shared-prefix attention has no logit soft-capping")
     key, value = st.store(layer, key, value)
@@ -111,10 +98,7 @@ def attend(module: nn.Module, query, key, value, attention_mask, scaling=None,
     kvh = key.shape[1]
     g, n_ctx, n_var = h // kvh, st.keys[layer].shape[0], st.n_variants
     scaling = dh ** -0.5 if scaling is None else scaling
-    if st.masks is None:
-        query = query * scaling
-    else:
-        query = query * (st.masks[st.rows % n_var, layer] * scaling)[:, :, None, :].to(query.dtype)
+    query = query * scaling
     q_pos = st.suffix_pos[:, -s:]  # [R, S]
 
     # prefix: the V rows of a context as one [V*G*S, Dh] block per KV head
@@ -133,55 +117,26 @@ def attend(module: nn.Module, query, key, value, attention_mask, scaling=None,
         x = x.view(n_ctx, kvh, n_var, g, s, -1).transpose(1, 2).reshape(n_ctx * n_var, h, s, -1)
         return x[st.rows]
 
-    o1, lse1 = (rows_of(x) for x in _sdpa(qf, st.keys[layer], st.values[layer], bias))
+    o1, lse1 = (rows_of(x) for x in sdpa_with_lse(qf, st.keys[layer], st.values[layer], bias))
 
     # suffix: per row
     if st.causal_suffix and sliding_window is None:
-        o2, lse2 = _sdpa(query, repeat_kv(key, g), repeat_kv(value, g), None, causal=True)
+        o2, lse2 = sdpa_with_lse(query, repeat_kv(key, g), repeat_kv(value, g), None, causal=True)
     else:
         bias = position_bias(q_pos, st.suffix_pos, sliding_window, query.dtype)[:, None, None]  # [R, 1, 1, S, Ts]
         bias = bias.expand(-1, -1, g, -1, -1).reshape(r, 1, g * s, -1)
-        o2, lse2 = (x.reshape(r, h, s, -1) for x in _sdpa(query.reshape(r, kvh, g * s, dh), key, value, bias))
+        o2, lse2 = (x.reshape(r, h, s, -1) for x in sdpa_with_lse(query.reshape(r, kvh, g * s, dh), key, value, bias))
 
-    m = torch.maximum(lse1, lse2).clamp(min=torch.finfo(query.dtype).min)
-    w1, w2 = torch.exp(lse1 - m), torch.exp(lse2 - m)
-    out = (w1 * o1 + w2 * o2) / (w1 + w2).clamp(min=torch.finfo(query.dtype).tiny)  # pads: 0
+    out = merge_lse(o1, lse1, o2, lse2)  # pads: 0
     return out.transpose(1, 2).contiguous(), None
-
-
-def _no_mask(*args, **kwargs):  # keys are masked inside ``attend``, by position
-    return None
-
-
-def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    if IMPL not in ALL_ATTENTION_FUNCTIONS:
-        AttentionInterface.register(IMPL, attend)
-        AttentionMaskInterface.register(IMPL, _no_mask)
 
 
 @contextmanager
 def attending(model: nn.Module, state: SharedPrefix) -> Iterator[None]:
-    """Route the model's attention through :func:`attend` with ``state``; always restored."""
-    _register()
-    attns = attention_modules(model)
-    configs = attention_configs(model)
-    saved = [c._attn_implementation for c in configs]
-    try:
-        for c in configs:
-            c._attn_implementation = IMPL
-        for i, a in enumerate(attns):
-            a._ropedim_shared, a._ropedim_layer = state, i
+    """The model's attention runs :func:`attend` over ``state`` (``ropedim.hooks.kernel``:
+    hooks such as query masks still apply); always restored."""
+    with kernel(model, lambda layer: partial(attend, state=state, layer=layer)):
         yield
-    finally:
-        for c, impl in zip(configs, saved):
-            c._attn_implementation = impl
-        for a in attns:
-            a.__dict__.pop("_ropedim_shared", None)
-            a.__dict__.pop("_ropedim_layer", None)
 
 
 # ---------------------------------------------------------------- prefilling a prefix tree
@@ -279,7 +234,7 @@ def prefill(model: nn.Module, seqs: Sequence[Sequence[int]]):
         else:
             ks, vs, pre_pos = gather([nodes[i].parent for i in ids])
         pos = _pad([torch.arange(len(t)) + nodes[i].start + 1 for t, i in zip(tok, ids)], 0, left=False) - 1
-        st = SharedPrefix(ks, vs, pre_pos, 1, None, torch.arange(len(ids)), pos, causal_suffix=True)
+        st = SharedPrefix(ks, vs, pre_pos, 1, torch.arange(len(ids)), pos, causal_suffix=True)
         with attending(model, st):
             model(input_ids=_pad(tok, 0, left=False), position_ids=pos.clamp(min=0), use_cache=False,
                   logits_to_keep=1)

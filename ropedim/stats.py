@@ -1,8 +1,9 @@
 """Statistics behind every verdict: bootstrap intervals, paired tests, permutation tests.
 
 All functions are seeded and return plain floats; intervals are percentile bootstrap
-intervals at ``level`` (0.95 unless said). Equivalence ("within tolerance") uses the
-two one-sided tests idea: the 90% interval must lie inside the tolerance band.
+intervals at ``level`` (0.95 unless said). An equivalence criterion ("within tolerance")
+is judged on the same 95% interval: it must lie inside the tolerance band (conservative
+against the two one-sided tests at 5%, which need only the 90% interval).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Estimate:
     p_value: float | None = None
     n: int | None = None  # sample size behind it
     extra: dict = field(default_factory=dict)  # numbers the report shows beside it
+    precondition: str | None = None  # why no verdict can be drawn here (forces "inconclusive")
 
     @property
     def interval(self) -> list[float]:

@@ -238,6 +238,15 @@ def _removal_curves(stack: _Stack, cfg: ToyConfig):
     return first, last, removed  # [R, M, eval_samples] each
 
 
+def trained(cfg: ToyConfig, seeds, progress: bool = True) -> dict[str, list[ToyRun]]:
+    """Both setups over ``seeds``, trained once and cached on disk: {"rope": [...], "norope": [...]}."""
+    from . import cache
+
+    spec = {"config": cfg.to_dict(), "seeds": list(seeds), "code": CODE_VERSION}
+    runs = cache.cached("toy", spec, lambda: train(cfg, ropes=(True, False), seeds=seeds, progress=progress))
+    return {"rope": [r for r in runs if r.rope], "norope": [r for r in runs if not r.rope]}
+
+
 def magnitude(run: ToyRun) -> torch.Tensor:
     """Fig. 1a: average magnitude of q and k per dimension, [2, dim] (row 0 q, row 1 k)."""
     return torch.stack((run.q.abs().mean(0), run.k.abs().mean(0)))

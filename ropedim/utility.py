@@ -30,7 +30,8 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .retrieval import _query_rows, field, key_bias, layers, positions
+from .attention import key_bias
+from .capture import LayerCapture, in_layer_order, query_positions
 
 __all__ = ["UtilityConfig", "UtilityResult", "prepare", "utility_scores", "utility_scores_loop"]
 
@@ -92,7 +93,7 @@ def _forward(ex: _Example, u: torch.Tensor, idx: torch.Tensor):
     qu = (qs * u[:, None, :, None, :]).view(n, B, G * Tq, Dh)
     logits = (qu @ kt).view(n, B, G, Tq, -1)  # [n, B, G, Tq, T]
     logits[..., ex.t0:] += _take(ex.bias, idx)[:, :, None]
-    p = logits.softmax(-1).view(n, B, G * Tq, -1)
+    p = logits.softmax(-1).view(n, B, G * Tq, -1)  # every query sees itself: no empty row
     return (p @ v).view(n, B, G, Tq, Dh), p, qs, kt, v
 
 
@@ -115,14 +116,19 @@ def _error_and_grad(ex: _Example, u: torch.Tensor, idx: torch.Tensor, n_q: int, 
     return err, (dqu * qs).sum((1, 3))
 
 
-def _pair(example: Any) -> tuple[list[Any], torch.Tensor]:
+def _pair(example: Any) -> tuple[list[LayerCapture], torch.Tensor]:
     """(captures, q_pos) or captures alone (their own q_pos) -> (layer list, q_pos [Tq])."""
     if isinstance(example, tuple) and len(example) == 2:
         caps, q_pos = example
     else:
         caps, q_pos = example, None
-    caps = layers(caps)
-    return caps, positions(q_pos, caps)
+    caps = in_layer_order(caps)
+    return caps, query_positions(q_pos, caps)
+
+
+def _query_rows(q: torch.Tensor, q_pos: torch.Tensor, T: int) -> torch.Tensor:
+    """q at the rows of q_pos: q already has them, or has all T positions."""
+    return q if q.shape[2] == q_pos.numel() else q[:, :, q_pos]
 
 
 def prepare(example: Any, config: UtilityConfig = UtilityConfig()) -> _Example:
@@ -133,10 +139,9 @@ def prepare(example: Any, config: UtilityConfig = UtilityConfig()) -> _Example:
         return _prepare(*_pair(example), config)
 
 
-def _prepare(captures: list[Any], q_pos: torch.Tensor, cfg: UtilityConfig) -> _Example:
-    k0 = field(captures[0], "k")
-    T, KVH = k0.shape[2], k0.shape[1]
-    qs = torch.stack([_query_rows(field(c, "q"), q_pos, T).float() * field(c, "scaling")
+def _prepare(captures: list[LayerCapture], q_pos: torch.Tensor, cfg: UtilityConfig) -> _Example:
+    T, KVH = captures[0].k.shape[2], captures[0].k.shape[1]
+    qs = torch.stack([_query_rows(c.q, q_pos, T).float() * c.scaling
                       for c in captures])  # [L, B, H, Tq, Dh]
     if cfg.max_queries is not None and q_pos.numel() > cfg.max_queries:
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -145,10 +150,10 @@ def _prepare(captures: list[Any], q_pos: torch.Tensor, cfg: UtilityConfig) -> _E
     L, B, H, Tq, Dh = qs.shape
     qs = qs.view(L, B, KVH, H // KVH, Tq, Dh).transpose(1, 2).reshape(L * KVH, B, H // KVH, Tq, Dh)
     t_eff = int(q_pos.max()) + 1  # keys after the last query are never seen
-    kv = lambda name: torch.stack([field(c, name)[:, :, :t_eff].float() for c in captures])
+    kv = lambda name: torch.stack([getattr(c, name)[:, :, :t_eff].float() for c in captures])
     kt = kv("k").transpose(1, 2).reshape(L * KVH, B, t_eff, Dh).transpose(-1, -2).contiguous()
     v = kv("v").transpose(1, 2).reshape(L * KVH, B, t_eff, Dh).contiguous()
-    bias = torch.stack([key_bias(q_pos, t_eff, field(c, "window")) for c in captures])
+    bias = torch.stack([key_bias(q_pos, t_eff, c.window) for c in captures])
     masked = bias.isinf().any(0).any(0).nonzero()  # key columns masked for some query
     t0 = int(masked[0]) if masked.numel() else t_eff
     bias = bias[:, :, t0:].repeat_interleave(KVH, 0)[:, None]  # [N, 1, Tq, T - t0]
@@ -164,7 +169,7 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
 
     examples: a list of (captures, q_pos), of captures alone (then their own ``q_pos``) or
     of ``prepare``d examples (prepared with the same config);
-    captures as in ``ropedim.retrieval``: per layer q [B, H, Tq or T, Dh], k, v
+    captures: per layer a ``ropedim.capture.LayerCapture`` with q [B, H, Tq or T, Dh], k, v
     [B, KVH, T, Dh], scaling, window. q_pos: the query positions entering Eq. 4 (the
     caller's choice; the pipeline passes the question and output part).
     """
@@ -220,18 +225,17 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
     return UtilityResult(lh(u), lh(err + alpha * u.sum(-1)), lh(err), lh(steps), lh(~active))
 
 
-def _one_head(cap: Any, h: int) -> dict:
+def _one_head(cap: LayerCapture, h: int) -> LayerCapture:
     """Capture of query head h alone with its KV head (GQA: h // (H // KVH))."""
-    q, k, v = field(cap, "q"), field(cap, "k"), field(cap, "v")
-    kv = h // (q.shape[1] // k.shape[1])
-    return dict(q=q[:, h:h + 1], k=k[:, kv:kv + 1], v=v[:, kv:kv + 1],
-                scaling=field(cap, "scaling"), window=field(cap, "window"))
+    kv = h // (cap.q.shape[1] // cap.k.shape[1])
+    return LayerCapture(q=cap.q[:, h:h + 1], k=cap.k[:, kv:kv + 1], v=cap.v[:, kv:kv + 1],
+                        scaling=cap.scaling, window=cap.window)
 
 
 def utility_scores_loop(examples: Sequence[Any], config: UtilityConfig = UtilityConfig()) -> UtilityResult:
     """Reference: the same optimisation run head by head (slow; for tests and benchmarks)."""
     examples = [_pair(e) for e in examples]
-    L, H = len(examples[0][0]), field(examples[0][0][0], "q").shape[1]
+    L, H = len(examples[0][0]), examples[0][0][0].q.shape[1]
     res = [[utility_scores([([_one_head(c[l], h)], p) for c, p in examples], config)
             for h in range(H)] for l in range(L)]
     cat = lambda name: torch.stack([torch.cat([getattr(r, name) for r in row], 1)[0] for row in res])

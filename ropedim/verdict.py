@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .stats import Estimate
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, SKIPPED = "supported", "not supported", "inconclusive", "skipped"
+OUTCOMES = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
 ARROW = {"greater": "↑", "less": "↓", "within": "≈"}
 
 
@@ -24,6 +25,7 @@ ARROW = {"greater": "↑", "less": "↓", "within": "≈"}
 class Criterion:
     kind: str  # "greater" | "less" | "within"
     threshold: float | tuple[float, float]
+    source: str = ""  # where the tolerance comes from: "the paper: ...", "null of ...", "our choice, because ..."
 
     def __post_init__(self):
         if self.kind not in ARROW:
@@ -32,13 +34,20 @@ class Criterion:
             raise ValueError("'within' takes a (low, high) band; 'greater'/'less' a number")
 
     def describe(self) -> str:
+        """The one formatter: arrow (↑ above, ↓ below, ≈ inside a band) and threshold."""
         if self.kind == "within":
             lo, hi = self.threshold
-            return f"within [{lo:g}, {hi:g}]"
-        return f"{'>' if self.kind == 'greater' else '<'} {self.threshold:g}"
+            return f"≈ within [{lo:g}, {hi:g}]"
+        return f"{ARROW[self.kind]} {'>' if self.kind == 'greater' else '<'} {self.threshold:g}"
 
-    def as_json(self):
-        return list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold
+    def to_json(self) -> dict:
+        t = list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold
+        return {"kind": self.kind, "threshold": t, "source": self.source}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Criterion":
+        t = d["threshold"]
+        return cls(d["kind"], tuple(t) if isinstance(t, list) else t, d.get("source", ""))
 
 
 @dataclass(frozen=True)
@@ -48,8 +57,9 @@ class Verdict:
 
 
 def judge(est: Estimate, crit: Criterion, precondition: str | None = None) -> Verdict:
-    """Compare an interval with a criterion; ``precondition`` (a reason) forces
-    ``inconclusive``."""
+    """Compare an interval with a criterion; a failed precondition (``precondition`` or the
+    estimate's own) forces ``inconclusive``."""
+    precondition = precondition or est.precondition
     lo, hi = est.low, est.high
     ci = f"{est.value:.3g} [{lo:.3g}, {hi:.3g}]"
     if precondition:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ropedim import generation
-from ropedim.generation import _greedy, generate, mask_digest, sweep
+from ropedim.decode import greedy
+from ropedim.generation import generate, mask_digest, sweep
 from ropedim.models import load_cached, tiny_tokenizer
 from ropedim.prompts import build_prompts, tokenize_prompt
 from ropedim.qa_data import Doc, Example
@@ -62,7 +63,7 @@ def test_batched_equals_single(llama):
 
 @pytest.mark.parametrize("lo", [19, 51])
 def test_rows_stopping_early_leave_the_batch(llama, monkeypatch, lo):
-    monkeypatch.setattr(generation, "_eos_ids", lambda m, t: set(range(lo, lo + 16)))
+    monkeypatch.setattr(generation, "eos_ids", lambda m, t: set(range(lo, lo + 16)))
     ps = build_prompts(_examples(), "plain")
     single = generate(llama, None, ps, N_NEW, batch_size=1, cache=False)
     assert len({len(x) for x in single}) >= 3  # rows stop at different steps
@@ -153,7 +154,7 @@ class _Scripted:
 def test_stopping(text, out):
     tok = tiny_tokenizer()
     script = tok(text, add_special_tokens=False)["input_ids"]
-    got = _greedy(_Scripted(script), tok, {tok.eos_token_id}, 1, N_NEW)
+    got = greedy(_Scripted(script), tok, {tok.eos_token_id}, 1, N_NEW)
     assert got == [out]
 
 

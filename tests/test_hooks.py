@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ropedim.anatomy import attention_modules, rotary_module
-from ropedim.hooks import (attention, attention_weights, capture, mask_first_last,
-                           mask_from_utility, masked)
+from ropedim.attention import attention, attention_weights
+from ropedim.hooks import capture, masked
+from ropedim.qa.masks import theta_end_mask, utility_mask
 from ropedim.models import TINY_MODELS, load_cached
 from ropedim.rope import rotate_half
 
@@ -87,12 +88,12 @@ def test_capture_equals_manual_recomputation(loaded):
             return torch.cat([xr, x[..., r:]], dim=-1)
 
     e = st[layer]
-    torch.testing.assert_close(e["q_pre"], q[:, :, sel])
-    torch.testing.assert_close(e["q"], rope(q)[:, :, sel])
-    torch.testing.assert_close(e["k"], rope(k))
-    torch.testing.assert_close(e["v"], v)
-    assert e["q_pos"].tolist() == [sel.tolist()] * b and e["q_idx"].tolist() == sel.tolist()
-    assert e["scaling"] == a.scaling[layer] and e["window"] == a.sliding_window[layer]
+    torch.testing.assert_close(e.q_pre, q[:, :, sel])
+    torch.testing.assert_close(e.q, rope(q)[:, :, sel])
+    torch.testing.assert_close(e.k, rope(k))
+    torch.testing.assert_close(e.v, v)
+    assert e.q_pos.tolist() == [sel.tolist()] * b and e.q_idx.tolist() == sel.tolist()
+    assert e.scaling == a.scaling[layer] and e.window == a.sliding_window[layer]
     assert _routed_off(model)
 
 
@@ -115,7 +116,7 @@ def test_recomputed_attention_equals_model_output(loaded):
         b, t, _ = o_in[i].shape
         ref = o_in[i].view(b, t, a.n_heads, a.head_dim).transpose(1, 2)[:, :, 3:]
         torch.testing.assert_close(st.attention(i), ref, atol=2e-5, rtol=1e-4)
-        torch.testing.assert_close(st[i]["o"], ref)
+        torch.testing.assert_close(st[i].o, ref)
         torch.testing.assert_close(st.attention(i, chunk=1), ref, atol=2e-5, rtol=1e-4)
 
 
@@ -158,13 +159,13 @@ def test_zero_mask_changes_only_that_head(loaded):
     ids, layer, head = _ids(loaded), a.n_layers - 1, 1
     with torch.no_grad(), capture(model, layers=[layer], keep=("o",)) as st:
         model(ids)
-    ref = st[layer]["o"]
+    ref = st[layer].o
     mask = torch.ones(a.n_layers, a.n_heads, a.head_dim)
     mask[layer, head] = 0
     with torch.no_grad(), masked(model, mask), capture(model, layers=[layer], keep=("o", "q")) as st2:
         model(ids)
-    out = st2[layer]["o"]
-    assert (st2[layer]["q"][:, head] == 0).all()
+    out = st2[layer].o
+    assert (st2[layer].q[:, head] == 0).all()
     others = [h for h in range(a.n_heads) if h != head]
     torch.testing.assert_close(out[:, others], ref[:, others], rtol=0, atol=0)
     assert (out[:, head] - ref[:, head]).abs().max() > 1e-4
@@ -192,7 +193,7 @@ def test_mask_from_position_keeps_earlier_logits(loaded):
     model, a = loaded.model, loaded.anatomy
     ids, p = _ids(loaded, t=20), 12
     ref = _logits(model, ids)
-    mask = mask_first_last(a, "last", a.head_dim // 2,
+    mask = theta_end_mask(a, "last", a.head_dim // 2,
                            [(l, h) for l in range(a.n_layers) for h in range(a.n_heads)])
     with masked(model, mask, from_position=p):
         out = _logits(model, ids)
@@ -208,7 +209,7 @@ def test_masked_generate_with_cache_equals_full_forward(name):
     model, a = loaded.model, loaded.anatomy
     prompt = _ids(loaded, t=14, b=1, seed=3)  # longer than tiny-gemma3's window of 8
     p, n = 11, 6
-    mask = mask_first_last(a, "last", a.head_dim // 4, [(l, h) for l in range(a.n_layers)
+    mask = theta_end_mask(a, "last", a.head_dim // 4, [(l, h) for l in range(a.n_layers)
                                                        for h in range(0, a.n_heads, 2)])
     with masked(model, mask, from_position=p):
         gen = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
@@ -239,22 +240,22 @@ def test_capture_during_cached_decoding_sliding_window():
         hook.remove()
     e = st[layer]
     # positions 0-11 prompt; the last pass feeds the 2nd generated token, at position 13
-    assert e["q_pos"].tolist() == [[13]] and e["k"].shape[2] == 8
-    assert e["q_idx"].tolist() == [7]  # keys: positions 6..13
+    assert e.q_pos.tolist() == [[13]] and e.k.shape[2] == 8
+    assert e.q_idx.tolist() == [7]  # keys: positions 6..13
     ref = o_in["x"].view(1, 1, 4, 32).transpose(1, 2)
     torch.testing.assert_close(st.attention(layer), ref, atol=2e-5, rtol=1e-4)
 
 
 def test_mask_helpers():
     a = load_cached("smollm2").anatomy
-    m = mask_first_last(a, "first", 8, [(0, 2), (5, 7)])
+    m = theta_end_mask(a, "first", 8, [(0, 2), (5, 7)])
     assert m.shape == (30, 9, 64)
     assert (m[0, 2] == 0).nonzero().flatten().tolist() == [0, 1, 2, 3, 32, 33, 34, 35]
     assert (m[5, 7] == 0).sum() == 8 and (m == 0).sum() == 16
-    last = mask_first_last(a, "last", 8, [(0, 0)])
+    last = theta_end_mask(a, "last", 8, [(0, 0)])
     assert (last[0, 0] == 0).nonzero().flatten().tolist() == [28, 29, 30, 31, 60, 61, 62, 63]
     u = torch.tensor([[0.1, 0.5, 0.9, 0.49]])
-    assert mask_from_utility(u).tolist() == [[0.0, 1.0, 1.0, 0.0]]
+    assert utility_mask(u).tolist() == [[0.0, 1.0, 1.0, 0.0]]
 
 
 def test_nested_contexts_route_once():
@@ -280,8 +281,8 @@ def test_eager_attention_is_routed_too(name):
     with torch.no_grad(), masked(model, mask), capture(model, layers=[0]) as st:
         model(ids)
     assert model.config._attn_implementation == "eager"
-    assert (st[0]["q"][:, 0] == 0).all()
-    torch.testing.assert_close(st.attention(0), st[0]["o"], atol=2e-5, rtol=1e-4)
+    assert (st[0].q[:, 0] == 0).all()
+    torch.testing.assert_close(st.attention(0), st[0].o, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])
@@ -300,4 +301,4 @@ def test_left_padded_batch_with_key_mask(name):
     e = st[layer]
     out = st.attention(layer, key_mask=am.bool())
     real = am.bool()[:, None, :, None].expand_as(out)
-    torch.testing.assert_close(out[real], e["o"][real], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(out[real], e.o[real], atol=2e-5, rtol=1e-4)

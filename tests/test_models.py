@@ -37,7 +37,7 @@ def test_unknown_alias_lists_known_ones():
 def test_absent_paper_model_says_how_to_provide_it(alias):
     from huggingface_hub import try_to_load_from_cache
 
-    hf_id = PAPER_MODELS[alias][0]
+    hf_id = PAPER_MODELS[alias].hf_id
     if isinstance(try_to_load_from_cache(hf_id, "config.json"), str):
         pytest.skip(f"{hf_id} is in the HF cache here")
     with pytest.raises(ModelUnavailable) as e:

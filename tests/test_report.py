@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from claims.table import CHECKS, CLAIMS
+from claims.table import CHECKS, CLAIMS, Toy, check_by_key
 from ropedim import report
+from ropedim.figures import AccuracyByPosition
+from ropedim.record import ClaimRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,14 +25,15 @@ def test_xdist_run_writes_one_report_with_every_toy_claim(tmp_path):
     out = _run(tmp_path, "-n", "2")
     assert "ropedim claim report" in out.stdout, out.stdout + out.stderr
     rows = json.loads((tmp_path / "reports" / "claims.json").read_text())
-    toy_ids = sorted(c.test_id() for c in CHECKS if c.subject == "toy")
+    toy_ids = sorted(c.test_id("toy") for c in CHECKS if isinstance(c.subject, Toy))
     assert sorted(r["test_id"] for r in rows) == toy_ids
     for r in rows:
-        for key in ("claim", "model", "verdict", "statistic", "value", "interval", "threshold",
-                    "paper_value", "config", "seconds", "reason"):
+        for key in ("claim", "model", "verdict", "statistic", "value", "interval", "criterion",
+                    "paper_value", "config", "seconds", "reason", "measure", "args", "expected"):
             assert key in r, key
         assert r["verdict"] in ("supported", "not supported", "inconclusive")
         assert r["config"]["seeds"] == [0, 1]
+        assert r["criterion"]["source"]  # every tolerance says where it comes from
     md = (tmp_path / "reports" / "claims.md").read_text()
     assert "| C4a |" in md and "figures/C4a-fig1a.png" in md
     assert (tmp_path / "reports" / "figures" / "C4b-fig1b.png").stat().st_size > 5000
@@ -44,28 +47,26 @@ def test_unknown_options_are_refused(tmp_path):
 
 
 def test_runs_add_up_and_skips_are_listed(tmp_path):
-    rec = {"test_id": "C5a-llama", "claim": "C5a", "check": "", "model": "llama", "verdict": "skipped",
-           "reason": "model llama not available", "paper_value": "", "figure": None}
-    report.write([rec], tmp_path, CLAIMS)
-    rec2 = dict(rec, test_id="C5a-qwen", model="qwen")
-    report.write([rec2], tmp_path, CLAIMS)
+    c5a = check_by_key("C5a")
+    report.write([ClaimRecord.skipped(c5a, "llama", "model llama not available")], tmp_path, CLAIMS)
+    report.write([ClaimRecord.skipped(c5a, "qwen", "model qwen not available")], tmp_path, CLAIMS)
     rows = json.loads((tmp_path / "claims.json").read_text())
     assert [r["test_id"] for r in rows] == ["C5a-llama", "C5a-qwen"]
+    assert all(r["paper_value"] == c5a.paper_value for r in rows)  # one rule for the paper's value
     assert "⏭ skipped" in (tmp_path / "claims.md").read_text()
 
 
 def test_table2_and_the_fast_vs_faithful_gap_are_shown_once(tmp_path):
     acc = {v: [90.0, 50.0, 70.0] for v in ("none", "first16", "first32", "last16", "last32")}
-    gap = {"none": {"n": 12, "accuracy_fast": 75.0, "accuracy_faithful": 75.0, "same_correctness": 1.0,
-                    "same_answer": 1.0},
-           "last32": {"n": 12, "accuracy_fast": 50.0, "accuracy_faithful": 41.7, "same_correctness": 0.75,
-                      "same_answer": 0.5}}
-    fig = {"model": "m", "task": "synthetic", "positions": [1, 3, 5], "accuracy": acc, "n": 30,
-           "mode": "fast", "fast_vs_faithful": gap}
-    recs = [{"test_id": f"{c}-m-{v}", "claim": c, "check": v, "model": "m", "verdict": "supported",
-             "reason": "", "paper_value": "", "value": 1.0, "interval": [0.5, 1.5], "criterion": "less",
-             "threshold": 0.0, "figure": fig} for c, v in (("C5e", "first16"), ("C5f", "last32"))]
+    gap = [{"variant": "last32", "n": 12, "accuracy_fast": 50.0, "accuracy_faithful": 41.7,
+            "same_correctness": 0.75, "same_answer": 0.5}]
+    fig = AccuracyByPosition("m", "synthetic", [1, 3, 5], acc, 30, "fast")
+    recs = [ClaimRecord(f"{c}-m-{v}", c, f"{c}-{v}", "m", "supported", "", "", value=1.0, interval=[0.5, 1.5],
+                        criterion={"kind": "less", "threshold": 0.0, "source": "s"}, figure=fig, mode_check=gap)
+            for c, v in (("C5e", "first16"), ("C5f", "last32"))]
     report.write(recs, tmp_path, CLAIMS)
     md = (tmp_path / "claims.md").read_text()
     assert "| ours: m (synthetic, n = 30, fast mode) | first16 | 90.00 | 50.00 | 70.00 | 70.00 |" in md
     assert md.count("| m (synthetic) | last32 | 12 | 50.0 | 41.7 | 75% | 50% |") == 1
+    again = report.load(tmp_path / "claims.json")  # records and figure payloads round-trip
+    assert [r.figure for r in again] == [fig, fig] and again[0].mode_check == gap

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ropedim.capture import LayerCapture
 from ropedim.hooks import capture
 from ropedim.models import load
 from ropedim.retrieval import (attention_rows, average_scores, retrieval_heads,
@@ -29,7 +30,7 @@ def test_attention_rows_equal_model_weights(run):
     cap, q_pos, atts = run
     for layer, a in enumerate(atts):
         e = cap[layer]
-        w = attention_rows(e["q"], e["k"], q_pos, e["scaling"], e["window"], chunk=5)
+        w = attention_rows(e.q, e.k, q_pos, e.scaling, e.window, chunk=5)
         torch.testing.assert_close(w, a[:, :, q_pos], atol=1e-5, rtol=1e-4)
 
 
@@ -54,10 +55,10 @@ def test_full_rows_and_chunking_agree(run):
     """q captured at every position is restricted to q_pos; the chunk size changes nothing."""
     cap, q_pos, _ = run
     e = cap[0]
-    full_q = torch.zeros(*e["q"].shape[:2], T, e["q"].shape[-1])
-    full_q[:, :, q_pos] = e["q"]
-    a = attention_rows(full_q, e["k"], q_pos, e["scaling"], e["window"], chunk=1)
-    b = attention_rows(e["q"], e["k"], q_pos, e["scaling"], e["window"])
+    full_q = torch.zeros(*e.q.shape[:2], T, e.q.shape[-1])
+    full_q[:, :, q_pos] = e.q
+    a = attention_rows(full_q, e.k, q_pos, e.scaling, e.window, chunk=1)
+    b = attention_rows(e.q, e.k, q_pos, e.scaling, e.window)
     torch.testing.assert_close(a, b)
 
 
@@ -71,7 +72,7 @@ def _planted():
     q = torch.zeros(1, 3, 4, Dh)
     q[0, 0, :, 1], q[0, 1, :, 0], q[0, 2, :, 2] = big, big, big
     v = torch.randn(1, 1, T, Dh)
-    return [dict(q=q, k=k, v=v, scaling=1.0, window=None)], torch.arange(8, 12)
+    return [LayerCapture(q=q, k=k, v=v, scaling=1.0, window=None)], torch.arange(8, 12)
 
 
 def test_planted_heads_and_threshold():

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ropedim.hooks import attention
+from ropedim.attention import attention
 from ropedim.shared_prefix import SharedPrefix, attend, prefill, trie
 
 B, V, KVH, G, DH, L = 2, 3, 2, 2, 8, 2
@@ -22,38 +22,39 @@ def _case(window, rows, seed=0):
     rows = torch.tensor(rows)
     q_pos = torch.stack([torch.tensor([-1, 0, 1]) if r % 2 else torch.arange(s) for r in rows.tolist()])
     q_pos = torch.where(q_pos >= 0, q_pos + ctx_len[rows // V, None], -1)  # row 1, 3, ...: one pad
-    st = SharedPrefix(keys, values, prefix_pos, V, masks, rows, q_pos)
+    st = SharedPrefix(keys, values, prefix_pos, V, rows, q_pos)
     q = torch.randn(len(rows), h, s, DH, generator=g)
     k = torch.randn(len(rows), KVH, s, DH, generator=g)
     v = torch.randn(len(rows), KVH, s, DH, generator=g)
-    return st, q, k, v
+    return st, q, k, v, masks
+
+
+MODULE = SimpleNamespace(config=SimpleNamespace())
 
 
 @pytest.mark.parametrize("window", [None, 2, 4])
 @pytest.mark.parametrize("rows", [list(range(B * V)), [0, 2, 5]], ids=["all-rows", "some-rows"])
 @pytest.mark.parametrize("layer", range(L))
 def test_equals_attention_over_the_concatenation(window, rows, layer):
-    st, q, k, v = _case(window, rows)
-    module = SimpleNamespace(_ropedim_shared=st, _ropedim_layer=layer, config=SimpleNamespace())
-    out, _ = attend(module, q, k, v, None, scaling=0.3, sliding_window=window)  # [R, S, H, Dh]
+    st, q, k, v, masks = _case(window, rows)
+    qm = q * masks[st.rows % V, layer][:, :, None, :]  # each row under its variant's mask (hooks.masked)
+    out, _ = attend(MODULE, qm, k, v, None, scaling=0.3, sliding_window=window, state=st, layer=layer)
     for i, r in enumerate(rows):
         b = r // V
         kk = torch.cat([st.keys[layer][b], k[i]], dim=1)[None]
         vv = torch.cat([st.values[layer][b], v[i]], dim=1)[None]
         kpos = torch.cat([st.prefix_pos[b], st.suffix_pos[i]])
         real = st.suffix_pos[i] >= 0  # padded queries are not compared, only finite
-        qm = (q[i] * st.masks[r % V, layer][:, None, :])[None]
-        ref = attention(qm, kk, vv, 0.3, st.suffix_pos[i], window, k_positions=kpos, key_mask=(kpos >= 0)[None])
+        ref = attention(qm[i][None], kk, vv, 0.3, st.suffix_pos[i], window, k_positions=kpos, key_mask=(kpos >= 0)[None])
         torch.testing.assert_close(out[i].transpose(0, 1)[:, real], ref[0][:, real], rtol=1e-5, atol=1e-5)
         assert torch.isfinite(out[i]).all()
 
 
 def test_window_hides_far_prefix_keys():
     def run(shift):
-        st, q, k, v = _case(2, [1])
+        st, q, k, v, _ = _case(2, [1])
         st.values[0][0] += shift  # context 0's prefix: outside a window of 2 for every query but the first
-        return attend(SimpleNamespace(_ropedim_shared=st, _ropedim_layer=0, config=SimpleNamespace()),
-                      q, k, v, None, scaling=1.0, sliding_window=2)[0][0]  # [S, H, Dh]
+        return attend(MODULE, q, k, v, None, scaling=1.0, sliding_window=2, state=st, layer=0)[0][0]  # [S, H, Dh]
     seen, again = run(0.0), run(100.0)
     assert torch.equal(seen[2], again[2]) and not torch.equal(seen[1], again[1])
 

@@ -4,7 +4,7 @@ that makes every toy claim test fail."""
 import pytest
 import torch
 
-from claims.table import checks_for
+from claims.table import Toy, checks_for
 from ropedim import toy
 from ropedim.measures import MEASURES
 from ropedim.verdict import SUPPORTED, judge
@@ -59,11 +59,10 @@ def test_training_is_deterministic_and_learns():
         assert x.train_loss[-1] < x.train_loss[0]
 
 
-@pytest.mark.parametrize("check", checks_for("toy"), ids=lambda c: c.test_id())
+@pytest.mark.parametrize("check", checks_for(Toy), ids=lambda c: c.test_id("toy"))
 def test_each_toy_claim_fails_on_the_control(check, toy_runs, settings):
     """Give each toy claim test the other setup's runs: it must not come out supported.
     The runs are the default profile's, the same the claim tests use."""
-    mine = check.params["setup"]
-    control = toy_runs["norope" if mine == "rope" else "rope"]
-    est, _ = MEASURES[check.measure](control, seed=settings.seed, **check.params)
+    control = toy_runs["norope" if check.subject.setup == "rope" else "rope"]
+    est = MEASURES[check.measure](control, seed=settings.seed, **check.args).estimate
     assert judge(est, check.criterion).outcome != SUPPORTED

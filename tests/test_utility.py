@@ -6,9 +6,10 @@ import dataclasses
 
 import torch
 
+from ropedim.attention import key_bias
+from ropedim.capture import LayerCapture
 from ropedim.hooks import capture
 from ropedim.models import load_cached
-from ropedim.retrieval import key_bias
 from ropedim.utility import (UtilityConfig, _error_and_grad, prepare, utility_scores,
                              utility_scores_loop)
 
@@ -16,8 +17,8 @@ from ropedim.utility import (UtilityConfig, _error_and_grad, prepare, utility_sc
 def _caps(L=2, B=1, H=4, KVH=2, T=24, Tq=6, Dh=8, seed=0, windows=(None, 10)):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)
-    caps = [dict(q=2 * r(B, H, Tq, Dh), k=r(B, KVH, T, Dh), v=r(B, KVH, T, Dh),
-                 scaling=Dh**-0.5, window=windows[l % len(windows)]) for l in range(L)]
+    caps = [LayerCapture(q=2 * r(B, H, Tq, Dh), k=r(B, KVH, T, Dh), v=r(B, KVH, T, Dh),
+                         scaling=Dh**-0.5, window=windows[l % len(windows)]) for l in range(L)]
     return caps, torch.arange(T - Tq, T)
 
 
@@ -27,14 +28,14 @@ def _planted(irrelevant: slice, saturated: bool = False, seed: int = 0):
     caps, q_pos = _caps(L=1, H=1, KVH=1, T=16, Tq=4, seed=seed)
     c = caps[0]
     if saturated:  # every query matches key 2 by a margin of ~100 on the other dims
-        c["k"][..., 2, :] = 0.0
-        c["k"][..., 2, 4:] = 10.0
-        c["q"][..., 4:] = 10.0
-        c["k"][..., :4] = c["k"][..., :4].clamp(-1, 1)
-        c["q"][..., :4] = c["q"][..., :4].clamp(-1, 1)
+        c.k[..., 2, :] = 0.0
+        c.k[..., 2, 4:] = 10.0
+        c.q[..., 4:] = 10.0
+        c.k[..., :4] = c.k[..., :4].clamp(-1, 1)
+        c.q[..., :4] = c.q[..., :4].clamp(-1, 1)
     else:
-        c["k"][..., irrelevant] = 0.0
-        c["v"] *= 10.0  # error ∝ |v|², so 1 - u ≈ α / (2 curvature) is small where it matters
+        c.k[..., irrelevant] = 0.0
+        c.v *= 10.0  # error ∝ |v|², so 1 - u ≈ α / (2 curvature) is small where it matters
     return caps, q_pos
 
 
@@ -95,13 +96,13 @@ def test_hand_gradient_equals_autograd():
     # plain reference: softmax attention of each head with q ⊙ u, masks from key_bias
     err = []
     for c, e in zip(caps, range(0, len(caps) * 2, 2)):
-        H, KVH = c["q"].shape[1], c["k"].shape[1]
+        H, KVH = c.q.shape[1], c.k.shape[1]
         uh = u[e:e + KVH].reshape(H, -1)[None, :, None]  # [1, H, 1, Dh]
-        k = c["k"].repeat_interleave(H // KVH, 1)
-        v = c["v"].repeat_interleave(H // KVH, 1)
-        bias = key_bias(q_pos, k.shape[2], c["window"])
-        att = lambda qq: ((qq @ k.transpose(-1, -2)) * c["scaling"] + bias).softmax(-1) @ v
-        err.append((att(c["q"] * uh) - att(c["q"])).pow(2).sum((0, 2, 3)) / q_pos.numel())
+        k = c.k.repeat_interleave(H // KVH, 1)
+        v = c.v.repeat_interleave(H // KVH, 1)
+        bias = key_bias(q_pos, k.shape[2], c.window)
+        att = lambda qq: ((qq @ k.transpose(-1, -2)) * c.scaling + bias).softmax(-1) @ v
+        err.append((att(c.q * uh) - att(c.q)).pow(2).sum((0, 2, 3)) / q_pos.numel())
     err = torch.cat(err)
     grad = torch.autograd.grad(err.sum(), u)[0]
     e2, g2 = _error_and_grad(ex, u.detach(), idx, q_pos.numel(), True)
@@ -116,6 +117,6 @@ def test_runs_on_a_model_capture():
     with torch.no_grad(), capture(model, positions=torch.arange(30, 40), keep=("q", "k", "v")) as cap:
         model(ids)
     res = utility_scores([cap], UtilityConfig(max_steps=50))
-    L, H, Dh = len(cap), cap[0]["q"].shape[1], cap[0]["q"].shape[-1]
+    L, H, Dh = len(cap), cap[0].q.shape[1], cap[0].q.shape[-1]
     assert res.u.shape == (L, H, Dh) and res.loss.shape == (L, H)
     assert bool(torch.isfinite(res.loss).all())

@@ -1,0 +1,179 @@
+"""The paper as data: its claims (quote, section, figures), its tables and correlations.
+
+Chiang & Yogatama (2025), arXiv:2502.11276. Numbers are typed once, from the paper's
+tables; every derived number (an accuracy change, a position gap) is computed from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODELS = ("Llama", "OLMo", "Qwen")  # the paper's order in its tables
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    section: str
+    quote: str
+    evidence: str  # what the paper shows for it
+    figures: tuple[str, ...] = ()  # figure kinds drawn by ropedim.figures for this claim
+    decisions: tuple[str, ...] = ()  # what the paper leaves open and what we chose
+    paper_table: dict | None = None  # {model: {mask: [1st, 10th, 20th, avg]}} (Tables 1-3)
+
+
+# Accuracy (%), gold at the 1st / 10th / 20th document, and the average.
+TABLE1 = {  # Table 1 / 3: dims with utility < 0.5 masked in every head
+    "Llama": {"none": [60.49, 53.18, 48.59, 54.09], "utility": [58.98, 52.66, 50.81, 54.15]},
+    "OLMo": {"none": [59.32, 53.45, 57.21, 56.66], "utility": [59.51, 53.52, 59.62, 57.55]},
+    "Qwen": {"none": [60.41, 57.14, 58.61, 58.72], "utility": [60.49, 55.25, 56.35, 57.36]},
+}
+TABLE2 = {  # Table 2: first/last dims of the retrieval heads (score > 0.5) masked
+    "Llama": {"none": [60.49, 53.18, 48.59, 54.09], "first16": [60.79, 53.75, 50.32, 54.95],
+              "first32": [59.51, 52.77, 47.88, 53.39], "last16": [13.82, 17.29, 51.98, 27.70],
+              "last32": [4.07, 5.27, 36.20, 15.18]},
+    "OLMo": {"none": [59.32, 53.45, 57.21, 56.66], "first16": [60.19, 52.92, 57.48, 56.86],
+             "first32": [60.83, 52.84, 57.02, 56.90], "last16": [42.21, 40.11, 56.12, 46.15],
+             "last32": [29.87, 33.37, 46.48, 36.57]},
+    "Qwen": {"none": [60.41, 57.14, 58.61, 58.72], "first16": [63.81, 58.98, 61.13, 61.31],
+             "first32": [60.72, 51.22, 57.66, 56.53], "last16": [19.62, 20.60, 19.51, 19.91],
+             "last32": [0.30, 0.45, 0.98, 0.58]},
+}
+FIG3_RHO = {"Llama": (-0.34, 0.38), "OLMo": (-0.12, 0.20), "Qwen": (0.10, 0.54)}  # ρ(retrieval, u first16 / last16)
+FIG4_RHO = {"Llama": (-0.47, 0.44), "OLMo": (-0.03, 0.26), "Qwen": (-0.27, 0.10)}  # ρ(W_q L1, u first16 / last16)
+
+
+def delta_avg(table: dict, mask: str) -> dict[str, float]:
+    """Masked − original average accuracy, points, per model."""
+    return {m: rows[mask][3] - rows["none"][3] for m, rows in table.items()}
+
+
+def position_gap(table: dict, mask: str) -> dict[str, float]:
+    """(masked − original) at the 20th document minus at the 1st, points, per model."""
+    return {m: (rows[mask][2] - rows["none"][2]) - (rows[mask][0] - rows["none"][0]) for m, rows in table.items()}
+
+
+def fmt(per_model: dict[str, float], digits: int = 2) -> str:
+    """'+0.86 / +0.20 / +2.59' in the paper's model order (Llama / OLMo / Qwen)."""
+    return " / ".join(f"{per_model[m]:+.{digits}f}".replace("-", "−") for m in MODELS)
+
+
+def fmt_rho(table: dict, which: int) -> str:
+    return fmt({m: v[which] for m, v in table.items()})
+
+
+TOY_DECISIONS = (
+    "Positions: each key at a uniform random position in [0, max_position); the query at "
+    "max_position, after all keys (relative distances uniform in [1, max_position]).",
+    "K, V: the target pair plus subset − 1 others drawn without replacement; P(v) over all n values.",
+    "Attention softmax(q·k/√d); RoPE as LLaMA's (base 10000) on q and k; vectors start N(0, 1); "
+    "Adam; the rope and no-rope heads of a seed share initialisation and data.",
+)
+QA_DECISIONS = (
+    "Data: the paper's 20-document files when given (--qa-data); otherwise k-document "
+    "contexts built from the 2655-question NQ-open oracle file (gold at the first, middle "
+    "or last position; BM25-retrieved distractors that contain no gold answer), and the "
+    "project's synthetic retrieval task in the same format. The report names which.",
+    "Accuracy: best_subspan_em as Liu et al. (prediction cut at its first line), greedy "
+    "decoding; the same questions and distractors at every gold position (paired).",
+    "A model too weak on a task (original accuracy below the table's floor) gives "
+    "'inconclusive', never a pass.",
+)
+UTILITY_DECISIONS = (
+    "Eq. 4 on the model's own answers: q, K, V captured after RoPE while reading "
+    "instruction + documents + question + generated answer; the error is taken at the "
+    "question-and-answer query positions (mean over positions), α = 1/head_dim.",
+    "u = clamp to [0, 1] after each Adam step from u = 1; all heads of all layers "
+    "optimised together; GQA: K, V of the head's KV group; u multiplies the query after RoPE.",
+)
+RETRIEVAL_DECISIONS = (
+    "Retrieval score: per head, the attention weight from the question-and-answer tokens "
+    "onto the instruction and documents, excluding the first (begin-of-string) token, "
+    "averaged over those tokens and over examples. Retrieval heads: score above the "
+    "table's retrieval threshold (the paper's 0.5).",
+)
+MASK_DECISIONS = (
+    "'First/last 16 of 128' is scaled to the head: one eighth (32 of 128: one quarter), "
+    "whole rotary pairs, in θ order read from the model.",
+    "Mask on the query of a query head (GQA: K, V untouched). Fast mode masks from the "
+    "question on and reuses the unmasked context's KV cache; the faithful mode masks at "
+    "every position, as the paper does; the report gives the gap between the two.",
+    "Paired statistics against the unmasked run on the same examples: bootstrap interval "
+    "of the difference in accuracy points (averaged over gold positions) and McNemar's test.",
+)
+
+CLAIMS = {c.id: c for c in [
+    Claim("C4a", "§4, Fig. 1a",
+          "It shows that the model trained with RoPE applied learns to assign lower weights to "
+          "the first few dimensions of {q_i} and {k_i}. [...] In contrast, the models without "
+          "RoPE do not exhibit these phenomena.",
+          "plot: lower |q|, |k| in the first dims with RoPE; flat without", figures=("fig1a",),
+          decisions=TOY_DECISIONS + (
+              "Statistic: log(mean |q|,|k| over the last eighth of dims / over the first "
+              "eighth), dims in θ order (16 of 128 as in §5); bootstrap over tuples, "
+              "stratified by seed. The Spearman trend over θ rank is shown beside it.",)),
+    Claim("C4b", "§4, Fig. 1b",
+          "when RoPE is applied, removing the first few dimensions does not affect the loss "
+          "significantly, while removing the last few dimensions greatly increases the loss. "
+          "[...] In contrast, the models without RoPE do not exhibit these phenomena.",
+          "plot: flat loss when the first dims go, steep when the last go; symmetric without RoPE",
+          figures=("fig1b",),
+          decisions=TOY_DECISIONS + (
+              "Removing a dim sets it to 0 in q (hence its term of q·k) on a fixed evaluation "
+              "set; 'a few dims' is a quarter of the head (32 of 128).",)),
+    Claim("C5a", "§5, Fig. 2a and Fig. 5",
+          "For quick inspection, we first plot the L1 norm of the rows in the query projection "
+          "matrices in all the attention heads in Figure 2. It shows increasing trends for all "
+          "three models, as we have found in the toy experiment (Figure 1(a)).",
+          "plot: increasing trend for Llama, Qwen and OLMo", figures=("fig2a", "fig5"),
+          decisions=(
+              "Dims are ordered by the θ each layer actually uses (read from the model's rotary "
+              "module: llama3/YaRN scaling, Gemma 3's local and global bases).",
+              "Statistic: per head, the Spearman correlation between θ rank and the L1 norm of "
+              "the W_q row; the mean over heads and the share of heads with a positive trend, "
+              "bootstrap intervals over heads.",
+              "OLMo 2 and Gemma 3 normalise q before RoPE, so the row norm is not the effective "
+              "scale; the 'scaled' check multiplies each row by |q_norm weight| "
+              "(for OLMo 2, whose norm spans all heads, this is the per-dim gain).",
+              "GQA does not enter: W_q rows belong to query heads.",
+          )),
+    Claim("C5b", "§5.2, Fig. 2b and Fig. 6",
+          "We find that the utility scores of the first few dimensions are lower than the "
+          "last few dimensions [...] (Figure 2b)",
+          "plot: average utility rises with dimension index", figures=("fig2b", "fig6"),
+          decisions=QA_DECISIONS + UTILITY_DECISIONS),
+    Claim("C5c", "§5.2, Table 1 and Table 3",
+          "masking the dimensions with low utility scores does not greatly decrease the performance",
+          "Δ avg accuracy (Llama / OLMo / Qwen): " + fmt(delta_avg(TABLE1, "utility")) + " points",
+          paper_table=TABLE1, figures=("accuracy_by_position",), decisions=QA_DECISIONS + UTILITY_DECISIONS + (
+              "Masked: every query dim with u below the utility threshold, in every head, at every "
+              "position (fast mode: from the question on). Non-inferiority: the paired bootstrap "
+              "interval of masked − original accuracy (points, averaged over gold positions) must "
+              "lie above the table's bound.",)),
+    Claim("C5d", "§5.3, Fig. 3",
+          "the utility scores of the last 16 dimensions are positively correlated with the "
+          "retrieval score, while the first 16 dimensions are negatively correlated "
+          "(except for Qwen)",
+          f"ρ first16: {fmt_rho(FIG3_RHO, 0)}; last16: {fmt_rho(FIG3_RHO, 1)} (Llama / OLMo / Qwen)",
+          figures=("fig3",), decisions=QA_DECISIONS + UTILITY_DECISIONS + RETRIEVAL_DECISIONS),
+    Claim("C-Fig4", "Appendix, Fig. 4",
+          "the correlation between the L1 norm of the rows of W_q and the utility scores of "
+          "the first and last dimensions",
+          f"ρ first16: {fmt_rho(FIG4_RHO, 0)}; last16: {fmt_rho(FIG4_RHO, 1)} (Llama / OLMo / Qwen)",
+          figures=("fig4",), decisions=UTILITY_DECISIONS + (
+              "Per head: x = mean L1 norm of the W_q rows of those dims, y = their mean "
+              "utility; Pearson ρ across heads.",)),
+    Claim("C5e", "§5.4, Table 2",
+          "masking the first 16 dimensions of the retrieval heads slightly increases the "
+          "average accuracy [...] masking the first 32 dimensions [decreases it by] less than "
+          "2.2 points",
+          f"Δ avg first16: {fmt(delta_avg(TABLE2, 'first16'))}; first32: {fmt(delta_avg(TABLE2, 'first32'))} "
+          "points (Llama / OLMo / Qwen)", paper_table=TABLE2, figures=("accuracy_by_position",),
+          decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + MASK_DECISIONS),
+    Claim("C5f", "§5.4, Table 2",
+          "masking the last 32 dimensions of the retrieval heads is detrimental; masking the "
+          "last 16 also hurts, but less so when the answer is in the 20th document",
+          f"Δ avg last16: {fmt(delta_avg(TABLE2, 'last16'), 1)}; last32: {fmt(delta_avg(TABLE2, 'last32'), 1)} "
+          "points (Llama / OLMo / Qwen)", paper_table=TABLE2, figures=("accuracy_by_position",),
+          decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + MASK_DECISIONS),
+]}

