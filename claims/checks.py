@@ -2,6 +2,12 @@
 named measure of ``ropedim.measures`` and its arguments) and its criterion, whose source
 says where the tolerance comes from. Claim tests are generated from this list by the
 subject type (``claims/test_claims.py``), so a check added here is collected as it is.
+
+``alternatives`` are the other defensible readings of the paper for a check (Eq. 4's
+readings, the toy's initialisation): computed and shown beside the verdict, which is the
+primary reading's; a verdict that flips between readings that pass the paper's own
+sanity check is marked fragile in the report. ``beyond``: a check the paper does not
+make (a confound check, a control), reported apart.
 """
 
 from __future__ import annotations
@@ -9,17 +15,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ropedim.qa.masks import LowUtility, RetrievalHeadDims
-from ropedim.verdict import Criterion
+from ropedim.utility import PRIMARY, READINGS
+from ropedim.verdict import NULL99, Criterion
 
-from .paper import FIG3_RHO, FIG4_RHO, TABLE1, TABLE2, delta_avg, fmt, fmt_rho, position_gap
+from .paper import (FIG3_RHO, FIG4_RHO, TABLE1, TABLE2, delta_avg, fmt, fmt_rho, position_retention)
 
 
 # ---------------------------------------------------------------- subjects
 
 @dataclass(frozen=True)
+class Identity:
+    """A property of RoPE itself (Eq. 2), checked on random cases."""
+
+
+@dataclass(frozen=True)
 class Toy:
-    """§4's controlled experiment, trained with (``rope``) or without RoPE (``norope``)."""
-    setup: str
+    """§4's controlled experiment: heads trained with and without RoPE."""
 
 
 @dataclass(frozen=True)
@@ -33,19 +44,22 @@ class QA:
     task: str
 
 
-SUBJECTS = (Toy, Weights, QA)
+SUBJECTS = (Identity, Toy, Weights, QA)
+SUBJECT_SLUG = {Identity: "rope", Toy: "toy"}  # what test ids and findings name the subjects that are no model
 
 
 @dataclass(frozen=True)
 class Check:
     claim: str  # paper.CLAIMS id
     variant: str  # what distinguishes checks of one claim: "rope", "first16-nq", ...
-    subject: Toy | Weights | QA
+    subject: Identity | Toy | Weights | QA
     measure: str  # name in ropedim.measures.MEASURES
     statistic: str  # what the number is, for the report
     criterion: Criterion
     args: dict = field(default_factory=dict, hash=False)  # keyword arguments of the measure
     paper_value: str = ""  # the paper's number for this statistic
+    alternatives: dict = field(default_factory=dict, hash=False)  # label -> args that differ: other readings
+    beyond: bool = False  # not a claim of the paper: a confound check beside it
 
     @property
     def key(self) -> str:
@@ -61,121 +75,136 @@ class Check:
 
 EIGHTH, QUARTER = 1 / 8, 1 / 4  # the paper's 16 and 32 of 128 dims, as fractions of a head
 SIGN = "the paper: the sign of its claim"
-TREND_BAR = ("null of the random-init control: an untrained model of the same shape gives a mean "
-             "Spearman of 0 ± 0.03 (tests/test_weights.py); 0.1 is a trend, not noise")
-MAJORITY = "our choice: a clear majority of heads; chance is 0.5"
+NULL_TREND = ("null: the same statistic on a curve whose dims have no θ order (permuted; what an untrained "
+              "model's i.i.d. rows give), its 99th percentile for this head size")
 MIN_ACCURACY = 10.0  # %, our choice: below this original accuracy an accuracy claim is inconclusive
+MIN_SHARE_MASKED = 0.01  # our choice: a mask removing under 1% of the query dims masks almost nothing
+MODE_TOLERANCE = 5.0  # points, our choice: fast mode stands in for the paper's faithful masking only
+#                       where faithful − fast lies within ±5 points (below every effect the claims turn on)
 RETRIEVAL_THRESHOLD = 0.5  # §5.4: "retrieval heads (score > 0.5)"
 UTILITY_THRESHOLD = 0.5  # §5.2, Table 1: "utility scores lower than 0.5"
+FLOOR = {"min_accuracy": MIN_ACCURACY, "min_share_masked": MIN_SHARE_MASKED, "mode_tolerance": MODE_TOLERANCE}
 
-# The query masks of §5.2 and §5.4 (the fast sweep answers them in this order).
+# The query masks of §5.2 and §5.4 (a sweep answers them in this order); the utility mask
+# under each reading of Eq. 4 (the primary one is "utility").
 MASKS = {m.name: m for m in [
-    LowUtility("utility", UTILITY_THRESHOLD),
+    LowUtility("utility", UTILITY_THRESHOLD, PRIMARY),
+    *(LowUtility(f"utility-{r}", UTILITY_THRESHOLD, r) for r in READINGS if r != PRIMARY),
     RetrievalHeadDims("first16", "first", EIGHTH, RETRIEVAL_THRESHOLD),
     RetrievalHeadDims("first32", "first", QUARTER, RETRIEVAL_THRESHOLD),
     RetrievalHeadDims("last16", "last", EIGHTH, RETRIEVAL_THRESHOLD),
     RetrievalHeadDims("last32", "last", QUARTER, RETRIEVAL_THRESHOLD),
 ]}
 
-# ---------------------------------------------------------------- §4, the toy
+# ---------------------------------------------------------------- §2 and §4
 
+INITS = {"N(0, 1/d)": {"init": "1/d"}}  # the toy's other initialisation (trained by --profile paper)
 _RATIO = "log ratio of mean |q|,|k|: last eighth / first eighth of dims"
 _ASYM = "loss(last quarter removed) − loss(first quarter removed), nats"
 CHECKS = [
-    Check("C4a", "rope", Toy("rope"), "toy_weight_ratio", _RATIO,
-          Criterion("greater", 0.18, "our choice: the last eighth at least 1.2× the first (log 1.2 = 0.18), "
-                                     "a gap visible in Fig. 1a"),
-          {"fraction": EIGHTH}, "> 0 (first dims lower)"),
-    Check("C4a", "norope", Toy("norope"), "toy_weight_ratio", _RATIO,
+    Check("C2", "", Identity(), "rope_relative_position",
+          "max |RoPE(q_m)·RoPE(k_n) − RoPE(q_m+s)·RoPE(k_n+s)| / |q||k| over random cases",
+          Criterion("less", 1e-3, "float32 rounding: the angle m·θ at positions below 8192 is rounded by up to "
+                                  "8192·2⁻²⁴ ≈ 5e-4 rad; a score that depended on m itself would differ by order 1"),
+          {"cases": 2000, "dims": (64, 128, 256)}, "an identity (Eq. 2)"),
+    Check("C4a", "rope", Toy(), "toy_weight_ratio", _RATIO + ", each dim relative to its no-RoPE twin",
+          Criterion("greater", 0.0, "the paper: lower weights in the first dims with RoPE; relative to the "
+                                    "no-RoPE twin (same seed, init and data) 0 is no effect, whatever the init scale"),
+          {"setup": "rope", "fraction": EIGHTH, "relative": True, "init": "1"}, "> 0 (first dims lower)", INITS),
+    Check("C4a", "norope", Toy(), "toy_weight_ratio", _RATIO,
           Criterion("within", (-0.1, 0.1), "our choice: no trend is a ratio within ±10%"),
-          {"fraction": EIGHTH}, "≈ 0 (no trend)"),
-    Check("C4b", "rope-first", Toy("rope"), "toy_removal_delta",
+          {"setup": "norope", "fraction": EIGHTH, "relative": False, "init": "1"}, "≈ 0 (no trend)", INITS),
+    Check("C4b", "rope-first", Toy(), "toy_removal_delta",
           "loss increase (nats) with the first quarter of dims removed",
           Criterion("less", 0.1, "our choice: 'does not affect the loss significantly' is under 0.1 nats"),
-          {"which": "first", "fraction": QUARTER}, "≈ 0 (barely changes)"),
-    Check("C4b", "rope-asymmetry", Toy("rope"), "toy_removal_asymmetry", _ASYM,
+          {"setup": "rope", "which": "first", "fraction": QUARTER, "init": "1"}, "≈ 0 (barely changes)", INITS),
+    Check("C4b", "rope-asymmetry", Toy(), "toy_removal_asymmetry", _ASYM,
           Criterion("greater", 1.0, "our choice: 'greatly increases' is an asymmetry above 1 nat"),
-          {"fraction": QUARTER}, "large (last dims matter, first do not)"),
-    Check("C4b", "norope", Toy("norope"), "toy_removal_asymmetry", _ASYM,
+          {"setup": "rope", "fraction": QUARTER, "init": "1"}, "large (last dims matter, first do not)", INITS),
+    Check("C4b", "norope", Toy(), "toy_removal_asymmetry", _ASYM,
           Criterion("within", (-0.25, 0.25), "our choice: 'no asymmetry' is a difference within ±0.25 nats"),
-          {"fraction": QUARTER}, "≈ 0 (no asymmetry)"),
+          {"setup": "norope", "fraction": QUARTER, "init": "1"}, "≈ 0 (no asymmetry)", INITS),
 ]
 
 # ---------------------------------------------------------------- §5, W_q row norms (C5a)
 
+_TREND = "Spearman(θ rank, the curve averaged over layers and heads)"
 CHECKS += [
-    Check("C5a", "", Weights(), "wq_trend", "mean over heads of Spearman(θ rank, W_q row L1 norm)",
-          Criterion("greater", 0.1, TREND_BAR), {"scaled": False, "statistic": "mean"},
-          "increasing (all three LLMs, Fig. 2a)"),
-    Check("C5a", "heads", Weights(), "wq_trend", "share of heads with Spearman(θ rank, W_q row L1) > 0",
-          Criterion("greater", 0.6, MAJORITY), {"scaled": False, "statistic": "share"},
-          "increasing (all three LLMs, Fig. 2a)"),
-    Check("C5a", "scaled", Weights(), "wq_trend", "as C5a, rows scaled by |q_norm weight| (q/k-norm models only)",
-          Criterion("greater", 0.1, TREND_BAR), {"scaled": True, "statistic": "mean"},
-          "increasing (all three LLMs, Fig. 2a)"),
+    Check("C5a", "", Weights(), "wq_trend", f"{_TREND}, W_q row L1 norm", Criterion("greater", NULL99, NULL_TREND),
+          {"scaled": False}, "increasing (all three LLMs, Fig. 2a)"),
+    Check("C5a", "scaled", Weights(), "wq_trend", f"{_TREND}, rows scaled by |q_norm weight| (q/k-norm models)",
+          Criterion("greater", NULL99, NULL_TREND), {"scaled": True}, "increasing (all three LLMs, Fig. 2a)"),
 ]
 
 # ---------------------------------------------------------------- §5.2-5.4, on every task
 
+# Every check that reads utility scores is also computed under the other readings of
+# Eq. 4 (the report's sensitivity table); its verdict is the primary reading's.
+READING_ALTERNATIVES = {r: {"reading": r} for r in READINGS if r != PRIMARY}
 TASKS = ("synthetic", "nq")
+
+
+def _corr_checks(claim, measure, task, what, rho, extra):
+    """The paper's pooled ρ for the first/last dims, and beyond it (confounds): the same
+    within layers, and the within-head contrast of the last minus the first dims."""
+    qa, args = QA(task), {"fraction": EIGHTH, "reading": PRIMARY, **extra}
+    out = []
+    for which, sign, col in (("first", "less", 0), ("last", "greater", 1)):
+        out.append(Check(claim, f"{which}16-{task}", qa, measure, f"Pearson ρ({what}, mean u of the {which} eighth) "
+                         "over heads", Criterion(sign, 0.0, SIGN), {**args, "which": which}, fmt_rho(rho, col),
+                         READING_ALTERNATIVES))
+        out.append(Check(claim, f"within-layer-{which}16-{task}", qa, measure,
+                         f"as {claim} {which}16, within layers (each layer's mean removed)",
+                         Criterion(sign, 0.0, SIGN + "; beyond the paper: pooled ρ can reflect which layers "
+                                                    "retrieve rather than θ"),
+                         {**args, "which": which, "form": "within-layer"}, "", READING_ALTERNATIVES, beyond=True))
+    out.append(Check(claim, f"contrast-{task}", qa, measure, f"Pearson ρ({what}, u of the last eighth − the first)",
+                     Criterion("greater", 0.0, "the paper's two signs together: heads that retrieve use the last "
+                                               "dims more than the first; beyond the paper"),
+                     {**args, "which": "contrast"}, "", READING_ALTERNATIVES, beyond=True))
+    return out
+
+
 for task in TASKS:
     qa = QA(task)
-    floor = {"min_accuracy": MIN_ACCURACY}
-
     CHECKS += [
-        Check("C5b", task, qa, "utility_trend", "mean over heads of Spearman(θ rank, utility u)",
-              Criterion("greater", 0.1, TREND_BAR), {"statistic": "mean"}, "increasing (Fig. 2b)"),
-        Check("C5b", f"heads-{task}", qa, "utility_trend", "share of heads with Spearman(θ rank, u) > 0",
-              Criterion("greater", 0.6, MAJORITY), {"statistic": "share"}, "increasing (Fig. 2b)"),
+        Check("C5b", task, qa, "utility_trend", f"{_TREND}, utility u", Criterion("greater", NULL99, NULL_TREND),
+              {"reading": PRIMARY}, "increasing (Fig. 2b)", READING_ALTERNATIVES),
         Check("C5c", task, qa, "masked_accuracy_delta",
               "masked (u < 0.5) − original accuracy, points, avg over positions",
               Criterion("greater", -3.0, "the paper: 'does not greatly decrease'; Table 1's worst change is "
                                          "−1.36 points (Qwen), 3 points is about twice that"),
-              {"mask": MASKS["utility"], **floor}, fmt(delta_avg(TABLE1, "utility"))),
-        Check("C5d", f"first16-{task}", qa, "retrieval_utility_corr",
-              "Pearson ρ(retrieval score, mean u of the first eighth of dims) over heads",
-              Criterion("less", 0.0, SIGN + " (negative; Qwen the paper's exception)"),
-              {"which": "first", "fraction": EIGHTH, "retrieval_threshold": RETRIEVAL_THRESHOLD},
-              fmt_rho(FIG3_RHO, 0)),
-        Check("C5d", f"last16-{task}", qa, "retrieval_utility_corr",
-              "Pearson ρ(retrieval score, mean u of the last eighth of dims) over heads",
-              Criterion("greater", 0.0, SIGN + " (positive)"),
-              {"which": "last", "fraction": EIGHTH, "retrieval_threshold": RETRIEVAL_THRESHOLD},
-              fmt_rho(FIG3_RHO, 1)),
-        Check("C-Fig4", f"first16-{task}", qa, "wq_utility_corr",
-              "Pearson ρ(W_q row L1, u), first eighth of dims, over heads",
-              Criterion("less", 0.0, SIGN + " (negative)"), {"which": "first", "fraction": EIGHTH},
-              fmt_rho(FIG4_RHO, 0)),
-        Check("C-Fig4", f"last16-{task}", qa, "wq_utility_corr",
-              "Pearson ρ(W_q row L1, u), last eighth of dims, over heads",
-              Criterion("greater", 0.0, SIGN + " (positive)"), {"which": "last", "fraction": EIGHTH},
-              fmt_rho(FIG4_RHO, 1)),
+              {"mask": MASKS["utility"], "no_harm": True, **FLOOR}, fmt(delta_avg(TABLE1, "utility")),
+              {r: {"mask": MASKS[f"utility-{r}"]} for r in READINGS if r != PRIMARY}),
+        *_corr_checks("C5d", "retrieval_utility_corr", task, "retrieval score", FIG3_RHO,
+                      {"retrieval_threshold": RETRIEVAL_THRESHOLD}),
+        *_corr_checks("C-Fig4", "wq_utility_corr", task, "W_q row L1", FIG4_RHO, {}),
         Check("C5e", f"first16-{task}", qa, "masked_accuracy_delta",
               "masked first eighth − original accuracy, points, avg over positions",
               Criterion("greater", -2.2, "the paper: a drop of 'less than 2.2 points' (§5.4)"),
-              {"mask": MASKS["first16"], **floor}, fmt(delta_avg(TABLE2, "first16"))),
+              {"mask": MASKS["first16"], "no_harm": True, **FLOOR}, fmt(delta_avg(TABLE2, "first16"))),
         Check("C5e", f"first32-{task}", qa, "masked_accuracy_delta",
               "masked first quarter − original accuracy, points, avg over positions",
               Criterion("greater", -2.2, "the paper: a drop of 'less than 2.2 points' (§5.4)"),
-              {"mask": MASKS["first32"], **floor}, fmt(delta_avg(TABLE2, "first32"))),
+              {"mask": MASKS["first32"], "no_harm": True, **FLOOR}, fmt(delta_avg(TABLE2, "first32"))),
         Check("C5f", f"last32-{task}", qa, "masked_accuracy_delta",
               "masked last quarter − original accuracy, points, avg over positions",
               Criterion("less", -5.0, "our choice: 'detrimental' is a drop of more than 5 points (the paper's "
                                       "drops are 20-58)"),
-              {"mask": MASKS["last32"], **floor}, fmt(delta_avg(TABLE2, "last32"), 1)),
+              {"mask": MASKS["last32"], "no_harm": False, **FLOOR}, fmt(delta_avg(TABLE2, "last32"), 1)),
         Check("C5f", f"last16-{task}", qa, "masked_accuracy_delta",
               "masked last eighth − original accuracy, points, avg over positions",
               Criterion("less", -2.2, "our choice: 'also hurts' is a drop beyond C5e's 2.2 points (the "
                                       "paper's drops are 10-39)"),
-              {"mask": MASKS["last16"], **floor}, fmt(delta_avg(TABLE2, "last16"), 1)),
-        Check("C5f", f"last16-position-{task}", qa, "masked_position_gap",
-              "Δ accuracy (last eighth masked) at the last gold position − at the first",
+              {"mask": MASKS["last16"], "no_harm": False, **FLOOR}, fmt(delta_avg(TABLE2, "last16"), 1)),
+        Check("C5f", f"last16-position-{task}", qa, "masked_position_retention",
+              "retention (masked / original accuracy), last eighth masked: at the last gold position − at the first",
               Criterion("greater", 0.0, SIGN + ": hurts 'less so when the answer is in the 20th document'"),
-              {"mask": MASKS["last16"], **floor}, fmt(position_gap(TABLE2, "last16"), 1)),
+              {"mask": MASKS["last16"], **FLOOR}, fmt(position_retention(TABLE2, "last16"))),
     ]
 
 
 def qa_masks() -> list:
-    """The query masks the QA checks use, in the order of ``MASKS``."""
-    used = {c.args["mask"].name for c in CHECKS if "mask" in c.args}
+    """The query masks the QA checks use (their alternatives too), in the order of ``MASKS``."""
+    used = {a["mask"].name for c in CHECKS for a in (c.args, *c.alternatives.values()) if "mask" in a}
     return [m for name, m in MASKS.items() if name in used]

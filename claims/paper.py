@@ -53,6 +53,11 @@ def position_gap(table: dict, mask: str) -> dict[str, float]:
     return {m: (rows[mask][2] - rows["none"][2]) - (rows[mask][0] - rows["none"][0]) for m, rows in table.items()}
 
 
+def position_retention(table: dict, mask: str) -> dict[str, float]:
+    """Retention (masked / original accuracy) at the 20th document minus at the 1st, per model."""
+    return {m: rows[mask][2] / rows["none"][2] - rows[mask][0] / rows["none"][0] for m, rows in table.items()}
+
+
 def fmt(per_model: dict[str, float], digits: int = 2) -> str:
     """'+0.86 / +0.20 / +2.59' in the paper's model order (Llama / OLMo / Qwen)."""
     return " / ".join(f"{per_model[m]:+.{digits}f}".replace("-", "−") for m in MODELS)
@@ -80,11 +85,19 @@ QA_DECISIONS = (
     "'inconclusive', never a pass.",
 )
 UTILITY_DECISIONS = (
-    "Eq. 4 on the model's own answers: q, K, V captured after RoPE while reading "
-    "instruction + documents + question + generated answer; the error is taken at the "
-    "question-and-answer query positions (mean over positions), α = 1/head_dim.",
+    "Eq. 4, the literal reading (primary): per example the squared error of the head's output "
+    "summed over every query position of instruction + documents + question + the model's own "
+    "answer (its generated token ids), plus α‖u‖₁ with α = 1/head_dim; the mean of those "
+    "objectives over the analysis examples; u multiplies the query before RoPE (so q·k still "
+    "depends on n − m only). The context rows' sum is estimated from a seeded uniform sample, "
+    "weighted up (every question and answer row is kept).",
+    "Other readings shown beside it (the sensitivity table): question-and-answer rows only; "
+    "the mean over those rows with u after RoPE (ropedim's earlier reading); the literal one "
+    "with u after RoPE. Table 1 (masking u < 0.5 costs at most 1.4 points) is the paper's own "
+    "sanity check of a reading.",
     "u = clamp to [0, 1] after each Adam step from u = 1; all heads of all layers "
-    "optimised together; GQA: K, V of the head's KV group; u multiplies the query after RoPE.",
+    "optimised together; GQA: K, V of the head's KV group. Analysis examples: the first "
+    "questions of the QA set, each at every gold position.",
 )
 RETRIEVAL_DECISIONS = (
     "Retrieval score: per head, the attention weight from the question-and-answer tokens "
@@ -95,14 +108,23 @@ RETRIEVAL_DECISIONS = (
 MASK_DECISIONS = (
     "'First/last 16 of 128' is scaled to the head: one eighth (32 of 128: one quarter), "
     "whole rotary pairs, in θ order read from the model.",
-    "Mask on the query of a query head (GQA: K, V untouched). Fast mode masks from the "
-    "question on and reuses the unmasked context's KV cache; the faithful mode masks at "
-    "every position, as the paper does; the report gives the gap between the two.",
-    "Paired statistics against the unmasked run on the same examples: bootstrap interval "
-    "of the difference in accuracy points (averaged over gold positions) and McNemar's test.",
+    "Mask on the query of a query head (GQA: K, V untouched), at every position (the paper's "
+    "faithful mode). Fast mode (from the question on, the unmasked context shared) stands in "
+    "only where faithful − fast is measured within the table's tolerance; each verdict names its mode.",
+    "Paired statistics against the unmasked run on the same questions: the change in accuracy "
+    "points (averaged over gold positions), a question with all its positions as the unit "
+    "(Tango's score interval, widened by the design effect), McNemar's test beside it. A mask "
+    "that masks almost nothing, or changes no answer, cannot support a no-harm claim.",
 )
 
 CLAIMS = {c.id: c for c in [
+    Claim("C2", "§2, Eq. 2",
+          "Let a query vector and a key vector at position m, n [...] RoPE rotates them with RoPE matrices "
+          "M_m and M_n respectively, so the dot product for computing the attention weight is "
+          "RoPE(q_m)·RoPE(k_n) = (M_m q_m)ᵀ(M_n k_n) = q_mᵀ M_{n−m} k_n",
+          "an identity: the score depends on the positions only through n − m",
+          decisions=("Cases: random q, k (unit-normal), positions and shifts up to 4096, head sizes 64, 128, 256, "
+                     "bases 1e4 and 1e6, the paper's interleaved layout and Hugging Face's half-split one, float32.",)),
     Claim("C4a", "§4, Fig. 1a",
           "It shows that the model trained with RoPE applied learns to assign lower weights to "
           "the first few dimensions of {q_i} and {k_i}. [...] In contrast, the models without "
@@ -110,8 +132,12 @@ CLAIMS = {c.id: c for c in [
           "plot: lower |q|, |k| in the first dims with RoPE; flat without", figures=("fig1a",),
           decisions=TOY_DECISIONS + (
               "Statistic: log(mean |q|,|k| over the last eighth of dims / over the first "
-              "eighth), dims in θ order (16 of 128 as in §5); bootstrap over tuples, "
-              "stratified by seed. The Spearman trend over θ rank is shown beside it.",)),
+              "eighth), dims in θ order (16 of 128 as in §5), each dim's magnitude relative to "
+              "its no-RoPE twin (the same seed, initialisation and data), which cancels the "
+              "initialisation scale; replicates are seeds (t interval). The Spearman trend over θ "
+              "rank is shown beside it.",
+              "Initialisation (the paper does not say): N(0, 1) for the verdict; --profile paper also "
+              "trains N(0, 1/d), shown beside it.")),
     Claim("C4b", "§4, Fig. 1b",
           "when RoPE is applied, removing the first few dimensions does not affect the loss "
           "significantly, while removing the last few dimensions greatly increases the loss. "
@@ -120,7 +146,7 @@ CLAIMS = {c.id: c for c in [
           figures=("fig1b",),
           decisions=TOY_DECISIONS + (
               "Removing a dim sets it to 0 in q (hence its term of q·k) on a fixed evaluation "
-              "set; 'a few dims' is a quarter of the head (32 of 128).",)),
+              "set; 'a few dims' is a quarter of the head (32 of 128); replicates are seeds.",)),
     Claim("C5a", "§5, Fig. 2a and Fig. 5",
           "For quick inspection, we first plot the L1 norm of the rows in the query projection "
           "matrices in all the attention heads in Figure 2. It shows increasing trends for all "
@@ -129,9 +155,10 @@ CLAIMS = {c.id: c for c in [
           decisions=(
               "Dims are ordered by the θ each layer actually uses (read from the model's rotary "
               "module: llama3/YaRN scaling, Gemma 3's local and global bases).",
-              "Statistic: per head, the Spearman correlation between θ rank and the L1 norm of "
-              "the W_q row; the mean over heads and the share of heads with a positive trend, "
-              "bootstrap intervals over heads.",
+              "Statistic, as the paper's evidence (Fig. 2a, the curve averaged over layers and heads): "
+              "the Spearman correlation of that curve with θ rank; interval from a bootstrap over "
+              "layers (heads of a layer are not independent). The per-head trend (its mean and the share "
+              "of heads with a positive one) is shown, descriptive.",
               "OLMo 2 and Gemma 3 normalise q before RoPE, so the row norm is not the effective "
               "scale; the 'scaled' check multiplies each row by |q_norm weight| "
               "(for OLMo 2, whose norm spans all heads, this is the per-dim gain).",
@@ -175,5 +202,9 @@ CLAIMS = {c.id: c for c in [
           "last 16 also hurts, but less so when the answer is in the 20th document",
           f"Δ avg last16: {fmt(delta_avg(TABLE2, 'last16'), 1)}; last32: {fmt(delta_avg(TABLE2, 'last32'), 1)} "
           "points (Llama / OLMo / Qwen)", paper_table=TABLE2, figures=("accuracy_by_position",),
-          decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + MASK_DECISIONS),
+          decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + MASK_DECISIONS + (
+              "'Less so in the 20th document': retention (masked / original accuracy) at the last "
+              "position minus at the first, not the difference of accuracy changes, which equals "
+              "the unmasked primacy effect when masking floors accuracy everywhere; masked accuracy "
+              "must be above the floor at one of the two positions.",)),
 ]}

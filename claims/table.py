@@ -13,11 +13,11 @@ from ropedim.measures import MEASURES
 from ropedim.models import ALIASES
 from ropedim.profiles import PROFILES
 
-from .checks import CHECKS, MASKS, SUBJECTS, TASKS, Check, QA, Toy, Weights, qa_masks
+from .checks import CHECKS, MASKS, SUBJECT_SLUG, SUBJECTS, TASKS, Check, Identity, QA, Toy, Weights, qa_masks
 from .findings import FINDINGS, Finding, expected, validate as _validate_findings
 from .paper import CLAIMS, Claim
 
-__all__ = ["CLAIMS", "CHECKS", "FINDINGS", "MASKS", "TASKS", "Check", "Claim", "Finding", "QA", "Toy",
+__all__ = ["CLAIMS", "CHECKS", "FINDINGS", "MASKS", "TASKS", "Check", "Claim", "Finding", "Identity", "QA", "Toy",
            "Weights", "checks_for", "check_by_key", "expected", "qa_masks"]
 
 
@@ -43,15 +43,16 @@ def validate() -> None:
         if not isinstance(c.subject, SUBJECTS):
             raise TypeError(f"{where}: subject {c.subject!r} is none of {[s.__name__ for s in SUBJECTS]}")
         m = MEASURES[c.measure]
-        try:
-            inspect.signature(m.fn).bind(None, seed=0, **c.args)
-        except TypeError as e:
-            raise TypeError(f"{where}: arguments {sorted(c.args)} do not fit measure {c.measure}: {e}") from None
+        for args in (c.args, *({**c.args, **a} for a in c.alternatives.values())):
+            try:
+                inspect.signature(m.fn).bind(None, seed=0, **args)
+            except TypeError as e:
+                raise TypeError(f"{where}: arguments {sorted(args)} do not fit measure {c.measure}: {e}") from None
         for kind in CLAIMS[c.claim].figures:
             if not issubclass(m.payload, DRAW[kind].payload):
                 raise TypeError(f"{where}: measure {c.measure} returns {m.payload.__name__}, figure {kind} "
                                 f"draws {DRAW[kind].payload.__name__}")
-    _validate_findings(set(keys), set(ALIASES) | {"toy"}, set(PROFILES))
+    _validate_findings(set(keys), set(ALIASES) | set(SUBJECT_SLUG.values()), set(PROFILES))
 
 
 validate()

@@ -2,9 +2,10 @@
 and B contexts prefilled once, each continued under V query masks (:class:`SharedContext`,
 ``ropedim.shared_prefix``), both driven by :func:`greedy`.
 
-Decoding is greedy (Liu et al. use temperature 0), at most ``max_new_tokens`` new tokens,
-stopping at EOS or at a newline once some text was produced (Liu et al. score only the
-first line). Position ids come from the attention mask, so padding never shifts RoPE.
+Decoding is greedy (Liu et al. use temperature 0), at most ``max_new_tokens`` new tokens
+(Liu et al.: 100), stopping at EOS or at the first newline: Liu et al. score only the
+text before it (``response.split("\n")[0]``), so nothing after it can count. Position ids
+come from the attention mask, so padding never shifts RoPE.
 """
 
 from __future__ import annotations
@@ -17,7 +18,19 @@ import torch
 from .hooks import masked
 from .shared_prefix import SharedPrefix, attending, prefill
 
-__all__ = ["Padded", "SharedContext", "greedy", "left_pad", "eos_ids", "pad_id"]
+__all__ = ["Answer", "Padded", "SharedContext", "greedy", "left_pad", "eos_ids", "pad_id"]
+
+
+class Answer(str):
+    """A generated answer: its text, and ``ids``, the token ids the model generated (Eq. 4
+    reads the model's own tokens, not the text re-tokenised)."""
+
+    ids: tuple[int, ...]
+
+    def __new__(cls, text: str, ids=()):
+        obj = super().__new__(cls, text)
+        obj.ids = tuple(int(i) for i in ids)
+        return obj
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,12 +88,19 @@ class Padded:
 
 
 class SharedContext:
-    """B contexts prefilled once, unmasked; each continues (question, then answer) in V rows,
-    row b * V + v under query mask v of ``masks`` [V, L, H, Dh] (``ropedim.shared_prefix``)."""
+    """B contexts prefilled once; each continues (question, then answer) in V rows, row
+    b * V + v under query mask v of ``masks`` [V, L, H, Dh], applied before RoPE where
+    ``before_rope`` [V] says so (``ropedim.shared_prefix``, ``ropedim.hooks.masked``). The
+    prefill is unmasked, or (``masked_prefill``, one variant) under that variant's mask."""
 
-    def __init__(self, model, contexts: list[list[int]], q_ids, q_mask, masks: torch.Tensor, max_new_tokens: int):
-        self.model, self.masks, n_var = model, masks, masks.shape[0]
-        keys, values, pre_pos = prefill(model, contexts)
+    def __init__(self, model, contexts: list[list[int]], q_ids, q_mask, masks: torch.Tensor, max_new_tokens: int,
+                 before_rope: torch.Tensor | bool = False, masked_prefill: bool = False):
+        self.model, self.masks, self.before_rope, n_var = model, masks, before_rope, masks.shape[0]
+        if masked_prefill and n_var != 1:
+            raise ValueError(f"a masked prefill serves one mask variant, not {n_var}")
+        ctx = (masked(model, masks[0], before_rope=before_rope) if masked_prefill else contextlib.nullcontext())
+        with ctx:
+            keys, values, pre_pos = prefill(model, contexts)
         q_pos = torch.where(q_mask.bool(), (pre_pos >= 0).sum(-1, keepdim=True) + q_mask.cumsum(-1) - 1, -1)
         rows = torch.arange(len(contexts) * n_var)
         self.state = SharedPrefix(keys, values, pre_pos, n_var, rows, q_pos[:, :0].repeat_interleave(n_var, 0),
@@ -90,7 +110,7 @@ class SharedContext:
     def _forward(self, ids, pos):
         self.state.append(pos)
         n_var = self.state.n_variants
-        with attending(self.model, self.state), masked(self.model, self.masks,
+        with attending(self.model, self.state), masked(self.model, self.masks, before_rope=self.before_rope,
                                                       variant_of_row=lambda: self.state.rows % n_var):
             out = self.model(input_ids=ids, position_ids=pos.clamp(min=0), use_cache=False, logits_to_keep=1)
         return out.logits[:, -1].float().argmax(-1)
@@ -106,7 +126,7 @@ class SharedContext:
 
 
 @torch.inference_mode()
-def greedy(decoder, tokenizer, eos: set[int], n_rows: int, max_new_tokens: int) -> list[str]:
+def greedy(decoder, tokenizer, eos: set[int], n_rows: int, max_new_tokens: int) -> list[Answer]:
     """Greedy continuation of every row of ``decoder`` (:class:`Padded` or :class:`SharedContext`)."""
     nxt = decoder.first()
     gen: list[list[int]] = [[] for _ in range(n_rows)]
@@ -117,8 +137,8 @@ def greedy(decoder, tokenizer, eos: set[int], n_rows: int, max_new_tokens: int) 
             if t in eos:
                 continue
             gen[b].append(t)
-            if "\n" not in tokenizer.decode(gen[b], skip_special_tokens=True).lstrip():
-                alive.append(j)  # Liu et al. keep the first line only: stop at a newline
+            if "\n" not in tokenizer.decode(gen[b], skip_special_tokens=True):
+                alive.append(j)  # Liu et al. score the first line only: stop at a newline
         if not alive or step == max_new_tokens - 1:
             break
         if len(alive) < len(rows):  # drop finished rows from the batch and its cache
@@ -126,4 +146,4 @@ def greedy(decoder, tokenizer, eos: set[int], n_rows: int, max_new_tokens: int) 
             decoder.keep(keep)
             nxt, rows = nxt[keep], [rows[j] for j in alive]
         nxt = decoder.next(nxt)
-    return [tokenizer.decode(g, skip_special_tokens=True) for g in gen]
+    return [Answer(tokenizer.decode(g, skip_special_tokens=True), g) for g in gen]

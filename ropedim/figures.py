@@ -40,6 +40,7 @@ class ToyCurves(Payload):
     loss_first: list[float]  # loss with the first dims removed
     loss_last: list[float]
     seeds: list[int]
+    init_std: float = 1.0  # the vectors' initialisation, N(0, init_std²)
 
 
 @dataclass

@@ -31,12 +31,14 @@ from tqdm.auto import tqdm
 
 from ropedim import cache as disk
 from ropedim.anatomy import mask_shape
-from ropedim.decode import Padded, SharedContext, eos_ids, greedy, left_pad, pad_id
+from ropedim.decode import Answer, Padded, SharedContext, eos_ids, greedy, left_pad, pad_id
+from ropedim.hooks import BeforeRoPE
 from ropedim.prompts import Prompt, encode
 
 __all__ = ["generate", "sweep", "model_fingerprint", "mask_digest", "MODES"]
 
 MODES = ("faithful", "fast")
+DECODE = "first-line-2"  # the stop rule and what is stored (text and token ids); in every key
 _FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
 
 
@@ -70,6 +72,8 @@ def mask_digest(mask: Any) -> str | None:
     """A stable hash of a mask (tensor, array, or anything JSON-able / with ``digest()``)."""
     if mask is None:
         return None
+    if isinstance(mask, BeforeRoPE):
+        return "before-rope:" + mask_digest(mask.mask)
     if hasattr(mask, "digest") and callable(mask.digest):
         return str(mask.digest())
     if isinstance(mask, torch.Tensor):
@@ -85,19 +89,22 @@ def _spec(model, fp, text, max_new_tokens, mask, mode, extra=None) -> dict:
     dtype = str(next(model.parameters()).dtype)
     return {"model": type(model).__name__, "name": getattr(model.config, "name_or_path", ""),
             "weights": fp, "prompt": text, "max_new_tokens": max_new_tokens, "dtype": dtype,
-            "mask": mask_digest(mask), "mode": mode, "extra": extra}
+            "mask": mask_digest(mask), "mode": mode, "extra": extra, "decode": DECODE}
 
 
-def _load(spec, use) -> str | None:
+def _load(spec, use) -> Answer | None:
     if not use:
         return None
     path = disk.path_for("generation", spec, ".json")
-    return json.loads(path.read_text())["answer"] if path.exists() else None
+    if not path.exists():
+        return None
+    blob = json.loads(path.read_text())
+    return Answer(blob["answer"], blob["ids"])
 
 
-def _store(spec, answer, use) -> None:
+def _store(spec, answer: Answer, use) -> None:
     if use:
-        blob = json.dumps({"spec": spec, "answer": answer})
+        blob = json.dumps({"spec": spec, "answer": str(answer), "ids": list(answer.ids)})
         disk.atomic_write(disk.path_for("generation", spec, ".json"), lambda t: t.write_text(blob))
 
 
@@ -144,7 +151,7 @@ def _fill(out: list, specs: list, i: int, answer: str, use: bool) -> None:
 # ---------------------------------------------------------------- public API
 def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_tokens: int = 32,
              batch_size: int = 8, mask=None, from_position: int | None = None, cache: bool = True,
-             desc: str = "generate") -> list[str]:
+             desc: str = "generate") -> list[Answer]:
     """Greedy answers to ``prompts``, each under ``masked(model, mask, from_position)``."""
     model, tokenizer, fp = _unwrap(loaded_model, tokenizer)
     texts = [p.text if isinstance(p, Prompt) else p for p in prompts]
@@ -166,35 +173,52 @@ def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_t
 
 def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[str, Any],
           mode: str = "faithful", max_new_tokens: int = 32, batch_size: int = 8,
-          cache: bool = True) -> dict[str, list[str]]:
-    """Answers to every prompt under every variant (name -> mask or None)."""
+          cache: bool = True) -> dict[str, list[Answer]]:
+    """Answers to every prompt under every variant (name -> mask, ``BeforeRoPE`` mask or None).
+
+    Both modes prefill the contexts along their prefix tree and decode the question and
+    answer rows over the shared context (``ropedim.decode.SharedContext``). ``fast``: one
+    unmasked prefill serves every variant (masks from the question on). ``faithful``: each
+    masked variant prefills under its own mask (the mask at every position, the paper's);
+    an unmasked variant is the same computation in both modes and shares its answers."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "faithful":
-        return {name: generate(loaded_model, tokenizer, prompts, max_new_tokens, batch_size, m,
-                               None, cache, desc=f"generate[{name}]") for name, m in variants.items()}
     model, tokenizer, fp = _unwrap(loaded_model, tokenizer)
     enc = [encode(p, tokenizer) for p in prompts]
-    specs = {name: [_spec(model, fp, p.text, max_new_tokens, m, "fast", {"from": q, "attention": "shared"})
-                    for p, (_, q) in zip(prompts, enc)] for name, m in variants.items()}
+
+    def spec(p, q, m):
+        fast = mode == "fast" or m is None
+        return _spec(model, fp, p.text, max_new_tokens, m, "fast" if fast else "faithful",
+                     {"from": q, "attention": "shared"} if fast else {"attention": "shared"})
+
+    specs = {name: [spec(p, q, m) for p, (_, q) in zip(prompts, enc)] for name, m in variants.items()}
     out = {name: [None] * len(prompts) for name in variants}
     # contexts sharing a prefix side by side
     batches = _batches(sorted(range(len(prompts)), key=lambda i: enc[i][0][:enc[i][1]]), batch_size)
     pad, eos = pad_id(tokenizer), eos_ids(model, tokenizer)
     shape = mask_shape(model)
 
-    def work(b, names):
-        batch = batches[b]
-        masks = torch.stack([torch.ones(shape) if variants[v] is None else torch.as_tensor(variants[v]).float()
-                             for v in names])
+    def decode(batch, names, faithful: bool):
+        """Answers [len(batch) * len(names)] (row j * V + v), one shared prefill (``faithful``:
+        under the only variant's mask)."""
+        plain = [variants[v].mask if isinstance(variants[v], BeforeRoPE) else variants[v] for v in names]
+        masks = torch.stack([torch.ones(shape) if m is None else torch.as_tensor(m).float() for m in plain])
+        before = torch.tensor([isinstance(variants[v], BeforeRoPE) for v in names])
         q_ids, q_mask = left_pad([enc[i][0][enc[i][1]:] for i in batch], pad)
         with torch.inference_mode():
             decoder = SharedContext(model, [enc[i][0][:enc[i][1]] for i in batch], q_ids, q_mask, masks,
-                                    max_new_tokens)
-        answers = greedy(decoder, tokenizer, eos, len(batch) * len(names), max_new_tokens)
-        for j, i in enumerate(batch):
-            for v, name in enumerate(names):
-                _fill(out[name], specs[name], i, answers[j * len(names) + v], cache)
+                                    max_new_tokens, before, masked_prefill=faithful)
+        return greedy(decoder, tokenizer, eos, len(batch) * len(names), max_new_tokens)
 
-    _run(batches, out, specs, cache, work, "sweep[fast]")
+    def work(b, names):
+        batch = batches[b]
+        shared = [v for v in names if mode == "fast" or variants[v] is None]
+        groups = ([shared] if shared else []) + [[v] for v in names if v not in shared]
+        for group in groups:
+            answers = decode(batch, group, faithful=group is not shared)
+            for j, i in enumerate(batch):
+                for v, name in enumerate(group):
+                    _fill(out[name], specs[name], i, answers[j * len(group) + v], cache)
+
+    _run(batches, out, specs, cache, work, f"sweep[{mode}]")
     return out

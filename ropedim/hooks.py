@@ -21,16 +21,19 @@ T keys, S query positions of the pass, Dh head dim):
 from __future__ import annotations
 
 import sys
+import weakref
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
-from .anatomy import attention_configs, attention_modules, mask_shape, q_pre_module
+from .anatomy import Anatomy, anatomy_of, attention_configs, attention_modules, mask_shape, q_pre_module
 from .capture import Capture, LayerCapture
+from .rope import pair_partner, rotate_storage, storage_cos_sin
 
-__all__ = ["routed", "capture", "masked", "kernel"]
+__all__ = ["routed", "capture", "masked", "kernel", "BeforeRoPE"]
 
 _PREFIX = "ropedim_"
 
@@ -202,39 +205,84 @@ def capture(model: nn.Module, layers: Iterable[int] | None = None, positions=Non
 
 # ---------------------------------------------------------------- masking
 
+@dataclass(frozen=True, eq=False)
+class BeforeRoPE:
+    """A query mask [L, H, Dh] that multiplies the query before RoPE: q' = R(u ⊙ q_pre).
+    Where u differs between the two coordinates of a rotary pair this is not u ⊙ R(q_pre):
+    masking after RoPE would make q·k depend on more than n − m (Eq. 2)."""
+
+    mask: torch.Tensor
+
+
+_ANATOMY: "weakref.WeakKeyDictionary[nn.Module, Anatomy]" = weakref.WeakKeyDictionary()
+
+
+def _anatomy(model: nn.Module) -> Anatomy:
+    if model not in _ANATOMY:
+        _ANATOMY[model] = anatomy_of(model)
+    return _ANATOMY[model]
+
+
+def _pair_asymmetric(m: torch.Tensor, partner: torch.Tensor) -> bool:
+    return not bool((m == m[..., partner]).all())
+
+
 @contextmanager
-def masked(model: nn.Module, mask: torch.Tensor, from_position: int | None = None,
-           variant_of_row: Callable[[], torch.Tensor] | None = None) -> Iterator[None]:
-    """Multiply each head's post-RoPE query by ``mask`` (1 = keep, storage order).
+def masked(model: nn.Module, mask, from_position: int | None = None,
+           variant_of_row: Callable[[], torch.Tensor] | None = None, before_rope=False) -> Iterator[None]:
+    """Multiply each head's query by ``mask`` (1 = keep, storage order), after RoPE, or
+    before it where ``before_rope`` (a :class:`BeforeRoPE` mask sets it).
 
     ``mask`` is [L, H, Dh] for the whole batch, or [V, L, H, Dh] with ``variant_of_row()``
     giving the variant [R] of each batch row at call time (the shared-prefix sweep decodes
-    V mask variants side by side). With ``from_position`` only queries at absolute
-    positions >= it are masked (the prompt's KV cache is built unmasked). A mask equal on
-    both coordinates of every rotary pair commutes with RoPE, so it equals masking the
-    pre-RoPE query; keys and values are never touched (§5.2/§5.4: "mask ... dimensions of
-    the query"). GQA: the mask is per query head; the shared KV head is unchanged.
+    V mask variants side by side; ``before_rope`` then has one flag per variant). With
+    ``from_position`` only queries at absolute positions >= it are masked (the prompt's KV
+    cache is built unmasked). A mask equal on both coordinates of every rotary pair
+    commutes with RoPE (both sites give the same query); keys and values are never touched
+    (§5.2/§5.4: "mask ... dimensions of the query"). GQA: the mask is per query head; the
+    shared KV head is unchanged.
     """
+    if isinstance(mask, BeforeRoPE):
+        mask, before_rope = mask.mask, True
     mask = torch.as_tensor(mask)
     per_row = variant_of_row is not None
+    pre = torch.as_tensor(before_rope, dtype=torch.bool).reshape(-1)  # [V] or [1]
     with routed(model) as attns:
         if tuple(mask.shape[1:] if per_row else mask.shape) != mask_shape(model):
             raise ValueError(f"mask shape {tuple(mask.shape)} != {'[V, ' if per_row else '['}L, H, Dh] "
                              f"= {mask_shape(model)} of the model")
+        a = _anatomy(model) if bool(pre.any()) else None
         fns = {}
         for i in range(len(attns)):
-            m = (mask[:, i] if per_row else mask[i]).to(torch.float32)
+            m = (mask[:, i] if per_row else mask[i]).to(torch.float32)  # [V, H, Dh] or [H, Dh]
             if bool((m == 1).all()):
                 continue
-
-            def pre(mod, query, key, value, kw, m=m):
-                mm = m.to(query.device, query.dtype)
-                mm = mm[variant_of_row()][:, :, None, :] if per_row else mm[None, :, None, :]
-                if from_position is None:
-                    return query * mm
-                sel = (_positions(kw, query, key) >= from_position)[:, None, :, None]
-                return torch.where(sel, query * mm, query)
-
-            fns[i] = pre
+            rotate = None
+            if a is not None:
+                asym = torch.tensor([_pair_asymmetric(mv, pair_partner(a.head_dim, a.rotary_dim))
+                                     for mv in (m if per_row else m[None])])
+                if bool((asym & pre).any()):
+                    rotate = (a.theta[i], a.rotary_dim, asym & pre)
+            fns[i] = _query_mask(m, per_row, variant_of_row, from_position, rotate)
         with _hooked(attns, "_ropedim_pre", fns):
             yield
+
+
+def _query_mask(m, per_row, variant_of_row, from_position, rotate):
+    """The pre hook of one layer: query [B, H, S, Dh] -> masked query."""
+    def pre(mod, query, key, value, kw):
+        rows = variant_of_row() if per_row else None
+        mm = m.to(query.device, query.dtype)
+        mm = mm[rows][:, :, None, :] if per_row else mm[None, :, None, :]  # [B or 1, H, 1, Dh]
+        out = query * mm
+        if rotate is not None:  # R(u ⊙ R⁻¹ q), in float32
+            theta, rotary_dim, flags = rotate
+            cos, sin = (x[:, None] for x in storage_cos_sin(theta, _positions(kw, query, key), query.shape[-1]))
+            q = rotate_storage(query.float(), cos, sin, rotary_dim, inverse=True)
+            alt = rotate_storage(q * mm.float(), cos, sin, rotary_dim).to(query.dtype)
+            sel = flags.to(query.device)[rows if per_row else 0]
+            out = torch.where(sel.reshape(-1, 1, 1, 1), alt, out)
+        if from_position is None:
+            return out
+        return torch.where((_positions(kw, query, key) >= from_position)[:, None, :, None], out, query)
+    return pre

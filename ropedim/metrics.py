@@ -4,9 +4,10 @@ The paper: "Metric as in Liu et al.: best_subspan_em". Liu et al.'s
 ``src/lost_in_the_middle/metrics.py`` normalises with the SQuAD script (lowercase, drop
 punctuation, drop the articles a/an/the, collapse whitespace) and counts a prediction as
 correct if any normalised gold answer is a substring of the normalised prediction. Their
-``scripts/evaluate_qa_responses.py`` first cuts the (already stripped) response at its
-first newline: "since otherwise models could hack the metric by simply copying the input
-context". ``best_subspan_em`` does both; ``first_line_only=False`` gives their bare metric.
+``scripts/evaluate_qa_responses.py`` first keeps the response up to its first newline
+(``model_answer.split("\n")[0].strip()``): "since otherwise models could hack the metric
+by simply copying the input context". ``best_subspan_em`` does both;
+``first_line_only=False`` gives their bare metric.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def normalize_answer(s: str) -> str:
 
 
 def first_line(prediction: str) -> str:
-    """The response as Liu et al. score it: ``response.strip().split("\\n")[0].strip()``."""
-    return prediction.strip().split("\n")[0].strip()
+    """The response as Liu et al. score it: ``model_answer.split("\\n")[0].strip()``
+    (split before stripping: an answer that starts with a newline is empty)."""
+    return prediction.split("\n")[0].strip()
 
 
 def best_subspan_em(prediction: str, answers: Iterable[str], first_line_only: bool = True) -> float:

@@ -7,7 +7,7 @@ reports; ``paper`` is the paper's configuration (App. A for the toy, 2655 questi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .qa.config import QAConfig
 from .toy import PAPER, ToyConfig
@@ -19,6 +19,12 @@ class Profile:
     toy: ToyConfig
     toy_seeds: tuple[int, ...]
     qa: dict = field(default_factory=dict)  # task -> QAConfig fields
+    toy_inits: tuple[str, ...] = ("1",)  # initialisations trained: "1" N(0, 1), "1/d" N(0, 1/d)
+
+    def toy_configs(self) -> dict[str, ToyConfig]:
+        """The toy configuration of each initialisation."""
+        std = {"1": 1.0, "1/d": self.toy.dim ** -0.5}
+        return {i: replace(self.toy, init_std=std[i]) for i in self.toy_inits}
 
     def qa_config(self, task: str, data: str | None = None) -> QAConfig:
         """The QA configuration of ``task``; ``data`` (--qa-data, comma-separated files)
@@ -33,15 +39,15 @@ PROFILES = {
     "default": Profile(
         "default",
         ToyConfig(n=200, dim=64, subset=32, lr=1e-2, epochs=8, eval_samples=1024),
-        toy_seeds=(0, 1, 2),
-        qa={"synthetic": dict(n=30, k=5, n_analysis=8, max_new_tokens=32, batch_size=12),
-            "nq": dict(n=24, k=5, n_analysis=8, max_new_tokens=32, batch_size=12)},
+        toy_seeds=(0, 1, 2, 3, 4),
+        qa={"synthetic": dict(n=30, k=5, n_analysis=12, batch_size=12, mode="faithful"),
+            "nq": dict(n=24, k=5, n_analysis=12, batch_size=12, mode="faithful")},
     ),
     # for the project's own tests of the plugin: seconds, too small to show anything
     "smoke": Profile("smoke", ToyConfig(n=40, dim=16, subset=8, max_position=64, lr=1e-2, epochs=2,
                                         samples_per_epoch=512, eval_samples=64,
                                         removal_step=2), toy_seeds=(0, 1)),
-    "paper": Profile("paper", PAPER, toy_seeds=(0, 1, 2),
+    "paper": Profile("paper", PAPER, toy_seeds=(0, 1, 2, 3, 4), toy_inits=("1", "1/d"),
                      qa={"synthetic": dict(n=500, k=20, mode="faithful", n_analysis=100, n_mode_check=50),
                          "nq": dict(n=2655, k=20, mode="faithful", n_analysis=100, n_mode_check=50)}),
 }

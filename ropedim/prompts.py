@@ -58,6 +58,7 @@ class Tokenized(NamedTuple):
     input_ids: list[int]
     context: tuple[int, int]  # token [start, end) of instruction + documents
     question_start: int  # first token of "Question: ..."; the question+output part starts here
+    docs: tuple[tuple[int, int], ...] = ()  # token [start, end) of each document line
 
 
 class Audit(NamedTuple):
@@ -142,9 +143,11 @@ def tokenize_prompt(prompt: Prompt, tokenizer) -> Tokenized:
     def first_ending_after(c: int) -> int:  # the token that holds character c
         return next((t for t, (a, b) in enumerate(offsets) if b > c and b > a), len(ids))
 
-    c0, c1 = prompt.spans["context"]
+    def span(a: int, b: int) -> tuple[int, int]:  # characters [a, b) -> the tokens holding them
+        return first_ending_after(a), first_ending_after(b - 1) + 1
+
     q = first_ending_after(prompt.spans["question"][0])
-    return Tokenized(ids, (first_ending_after(c0), first_ending_after(c1 - 1) + 1), q)
+    return Tokenized(ids, span(*prompt.spans["context"]), q, tuple(span(a, b) for a, b in prompt.doc_spans))
 
 
 def encode(p: "str | Prompt", tokenizer) -> tuple[list[int], int]:

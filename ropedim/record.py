@@ -43,6 +43,12 @@ class ClaimRecord:
     verdict: str  # supported | not supported | inconclusive | skipped | error
     reason: str
     paper_value: str
+    cause: str | None = None  # inconclusive: precondition | undefined | underpowered | near the threshold
+    n_needed: int | None = None  # underpowered: the n (in ``unit``) that would decide it
+    unit: str = ""  # what n counts
+    threshold: float | list | None = None  # the bar it was judged against (a null's value resolved)
+    mode: str | None = None  # masked accuracy: the masking mode the verdict rests on
+    beyond: bool = False  # not a claim of the paper: a confound check beside it
     statistic: str = ""
     value: float | None = None
     interval: list[float] | None = None
@@ -60,6 +66,9 @@ class ClaimRecord:
     extra: dict = field(default_factory=dict)
     figure: Payload | None = None
     mode_check: list[dict] = field(default_factory=list)  # fast vs faithful rows of this model and task
+    alternatives: dict = field(default_factory=dict)  # label -> {value, interval, verdict, reason, extra}: other readings
+    readings_passing: list[str] | None = None  # readings that pass the paper's sanity check (Table 1) here
+    fragile: bool | None = None  # the verdict differs between readings that pass it
     expected: dict | None = None  # the known finding: {"outcomes": [...], "why": ...}
     test_outcome: str = ""  # passed | failed (the finding changed) | error | skipped
     run_at: str = ""
@@ -68,17 +77,19 @@ class ClaimRecord:
     def _of(cls, check, model: str, **kw) -> "ClaimRecord":
         return cls(test_id=check.test_id(model), claim=check.claim, check=check.key, model=model,
                    paper_value=check.paper_value, statistic=check.statistic, criterion=check.criterion.to_json(),
-                   measure=check.measure, args=jsonable(check.args), subject=jsonable(check.subject), **kw)
+                   measure=check.measure, args=jsonable(check.args), subject=jsonable(check.subject),
+                   beyond=check.beyond, **kw)
 
     @classmethod
     def measured(cls, check, model: str, measurement, verdict, expected, *, config: dict, profile: str,
-                 seed: int, seconds: float) -> "ClaimRecord":
+                 seed: int, seconds: float, alternatives: dict | None = None) -> "ClaimRecord":
         est = measurement.estimate
-        return cls._of(check, model, verdict=verdict.outcome, reason=verdict.reason, value=est.value,
-                       interval=est.interval, level=est.level, p_value=est.p_value, n=est.n,
+        return cls._of(check, model, verdict=verdict.outcome, reason=verdict.reason, cause=verdict.cause,
+                       n_needed=verdict.n_needed, unit=est.unit, threshold=verdict.threshold, mode=measurement.mode,
+                       value=est.value, interval=est.interval, level=est.level, p_value=est.p_value, n=est.n,
                        config=config, profile=profile, seed=seed, seconds=seconds, extra=est.extra,
                        figure=measurement.figure, mode_check=[m.to_json() for m in measurement.mode_check],
-                       expected=expected.to_json())
+                       expected=expected.to_json(), alternatives=alternatives or {})
 
     @classmethod
     def skipped(cls, check, model: str, why: str) -> "ClaimRecord":

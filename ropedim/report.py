@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import figures
 from .cache import atomic_write
+from .robustness import annotate
 from .record import ClaimRecord
 from .verdict import Criterion
 
@@ -32,6 +33,7 @@ def write(records: list[ClaimRecord], report_dir: Path, claims: dict) -> list[Pa
         r.run_at = now
         merged[r.test_id] = r
     rows = sorted(merged.values(), key=lambda r: (r.claim, r.model, r.test_id))
+    annotate(rows)
 
     figs = {}
     for claim_id, claim in claims.items():

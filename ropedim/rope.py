@@ -27,6 +27,9 @@ __all__ = [
     "rotate",
     "rotate_half",
     "apply_half_split",
+    "storage_cos_sin",
+    "rotate_storage",
+    "pair_partner",
     "theta_rank_of_storage",
     "storage_order",
     "dims_in_fraction",
@@ -63,6 +66,34 @@ def apply_half_split(x: torch.Tensor, pos: torch.Tensor, theta: torch.Tensor) ->
     angle = pos.to(torch.float32)[..., None] * theta
     emb = torch.cat((angle, angle), dim=-1)
     return x * emb.cos().to(x.dtype) + rotate_half(x) * emb.sin().to(x.dtype)
+
+
+def storage_cos_sin(theta: torch.Tensor, pos: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [..., head_dim] of a half-split head with ``theta`` [rotary_dim / 2] at
+    positions ``pos`` [...]; dims beyond the rotary part (partial rotary) have cos 1, sin 0."""
+    angle = pos.to(torch.float32)[..., None] * theta.to(pos.device)  # [..., n]
+    extra = head_dim - 2 * theta.numel()
+    ones = angle.new_ones(*angle.shape[:-1], extra)
+    cos = torch.cat((angle.cos(), angle.cos(), ones), dim=-1)
+    sin = torch.cat((angle.sin(), angle.sin(), ones * 0), dim=-1)
+    return cos, sin
+
+
+def rotate_storage(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int,
+                   inverse: bool = False) -> torch.Tensor:
+    """Eq. 1 on a half-split head (partial rotary too): rotate each pair by its angle, or by
+    minus it (``inverse``); ``cos``, ``sin`` from :func:`storage_cos_sin`."""
+    rot = torch.cat((rotate_half(x[..., :rotary_dim]), torch.zeros_like(x[..., rotary_dim:])), dim=-1)
+    return x * cos - rot * sin if inverse else x * cos + rot * sin
+
+
+def pair_partner(head_dim: int, rotary_dim: int) -> torch.Tensor:
+    """The storage index rotating with each index of a half-split head [head_dim] (j with
+    j + rotary_dim / 2); dims beyond the rotary part are their own partner."""
+    n = rotary_dim // 2
+    idx = torch.arange(head_dim)
+    idx[:n], idx[n:rotary_dim] = torch.arange(n, rotary_dim), torch.arange(n)
+    return idx
 
 
 def theta_rank_of_storage(theta: torch.Tensor, head_dim: int, layout: str = "half") -> torch.Tensor:

@@ -75,7 +75,7 @@ class ToyConfig:
 
 
 PAPER = ToyConfig()  # App. A
-CODE_VERSION = 2  # bump when training changes, to invalidate cached runs
+CODE_VERSION = 3  # bump when training or ToyRun changes, to invalidate cached runs
 
 
 @dataclass
@@ -92,6 +92,7 @@ class ToyRun:
     loss_last: torch.Tensor  # [len(removed), eval_samples]
     train_loss: list[float]  # mean loss per epoch
     seconds: float
+    init_std: float = 1.0  # vectors started N(0, init_std²)
 
     def loss_removed(self, which: str, k: int) -> torch.Tensor:
         """Per-sample loss with the first/last ``k`` dims removed; [eval_samples]."""
@@ -210,7 +211,7 @@ def _train(cfg, ropes, seeds, progress, compile) -> list[ToyRun]:
             rope=ropes_m[m], seed=seeds_m[m], q=stack.table("q", m),
             k=stack.table("k", m), v=stack.table("v", m), removed=removed,
             loss_first=first[:, m], loss_last=last[:, m],
-            train_loss=[h[m] for h in history], seconds=seconds))
+            train_loss=[h[m] for h in history], seconds=seconds, init_std=cfg.init_std))
     return runs
 
 

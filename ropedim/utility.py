@@ -7,19 +7,27 @@ the hyper-parameter α = 1/(2D). We then treat the value of u in each dimension 
 utilization score of that dimension." Inputs: "the concatenation of the instruction, the
 documents, the question, and LLMs' generation".
 
-Choices the paper leaves open (see ``UtilityConfig``):
-- u multiplies the post-RoPE query, coordinate-wise, in storage order (reorder with
-  ``ropedim.rope.storage_order``); K and V are the head's shared KV head (GQA).
-- Which queries: the rows captured at ``q_pos`` (the caller passes the question and
-  output part by default); optionally a seeded random subset of ``max_queries`` rows.
-- The squared error is AVERAGED over query positions (all examples pooled), so α = 1/Dh
-  weighs ‖u‖₁ against the error of one typical query, whatever the number of queries
-  or examples. (A sum would scale the error with the query count and make α ever weaker.)
-- Optimiser: projected Adam on u itself: init u = 1, step, clamp to [0, 1]. u reaches 0
-  and 1 exactly (a sigmoid could not). Adam is elementwise, so optimising the sum of the
-  per-head objectives of all heads at once is the per-head problem for each head.
-- Stop per head when the range of its objective over the last ``patience`` steps is below
-  ``tol`` × |objective| (that head is then frozen), or after ``max_steps``.
+Readings (``READINGS``; the paper leaves these open, the report shows every one):
+- ``literal`` (primary): per example, the squared error summed over the query positions
+  of the whole input (the norm of the head's output over its input), plus α‖u‖₁; over
+  examples, the mean of those objectives; u multiplies the query BEFORE RoPE, so q·k still
+  depends on positions only through n − m (Eq. 2). The context rows' sum is estimated
+  without bias from a seeded uniform sample (every question/answer row is kept),
+  weighted back up.
+- ``qa-sum``: the same over the question-and-answer rows only.
+- ``qa-mean``: the mean over the question-and-answer rows pooled over examples, u after
+  RoPE (ropedim's reading before it was calibrated against Table 1).
+- ``post-rope``: the literal reading with u after RoPE.
+
+Solver choices (``UtilityConfig``; the paper gives none): projected Adam on u itself
+(init u = 1, step, clamp to [0, 1]; u reaches 0 and 1 exactly), all heads of all layers
+at once (Adam is elementwise, so the sum of the per-head objectives optimises each head's
+own), each head stopped when the range of its objective over the last ``patience`` steps
+is below ``tol`` × |objective|, or after ``max_steps``. K and V are the head's KV head (GQA).
+
+Query layout. With u before RoPE, q_post = R(u ⊙ q_pre) = A ⊙ u + B ⊙ u[partner], where
+A = s·cos ⊙ q_pre, B = s·sin ⊙ rotate_half(q_pre) (s: RoPE's attention scaling) and
+``partner`` swaps the two coordinates of each rotary pair; after RoPE, A = q_post, B = 0.
 """
 
 from __future__ import annotations
@@ -32,17 +40,42 @@ from tqdm.auto import tqdm
 
 from .attention import key_bias
 from .capture import LayerCapture, in_layer_order, query_positions
+from .rope import pair_partner, rotate_half, storage_cos_sin
 
-__all__ = ["UtilityConfig", "UtilityResult", "prepare", "utility_scores", "utility_scores_loop"]
+__all__ = ["Reading", "READINGS", "PRIMARY", "UtilityConfig", "UtilityResult", "RoPE", "query_rows",
+           "prepare", "utility_scores", "utility_scores_loop"]
+
+
+@dataclass(frozen=True)
+class Reading:
+    name: str
+    rows: str  # "all": every position of the input; "qa": the question-and-answer part
+    reduce: str  # "sum": per example the error summed over rows, then the mean over examples; "mean": pooled mean
+    site: str  # "pre": u ⊙ q before RoPE; "post": after
+    context_rows: int = 64  # rows="all": context rows sampled to estimate their sum
+
+    def __post_init__(self):
+        if (self.rows, self.reduce, self.site) not in {(r, m, s) for r in ("all", "qa") for m in ("sum", "mean")
+                                                       for s in ("pre", "post")}:
+            raise ValueError(f"reading {self.name}: rows all|qa, reduce sum|mean, site pre|post; got "
+                             f"{self.rows}, {self.reduce}, {self.site}")
+
+
+READINGS = {r.name: r for r in [
+    Reading("literal", "all", "sum", "pre"),
+    Reading("qa-sum", "qa", "sum", "pre"),
+    Reading("qa-mean", "qa", "mean", "post"),
+    Reading("post-rope", "all", "sum", "post"),
+]}
+PRIMARY = "literal"
 
 
 @dataclass(frozen=True)
 class UtilityConfig:
-    """Optimiser settings (the paper gives none). Checked on SmolLM2 (6 layers, 38 queries,
-    T = 2573): lr 0.01 / 0.02 / 0.05 with these stop rules land within mean |Δu| < 0.01 of a
-    long run (lr 0.01, tol 1e-5, 2000 steps), Pearson r > 0.998, < 0.7 % of dims on the other
-    side of 0.5; lr 0.02 needs ~130 steps per head on average. ``seed`` only drives the
-    ``max_queries`` subset (init and updates are deterministic)."""
+    """Optimiser settings (the paper gives none); ``seed`` drives the sampled context rows.
+    On SmolLM2 (6 layers, 38 queries, T = 2573, pooled mean), lr 0.01 / 0.02 / 0.05 with
+    these stop rules landed within mean |Δu| < 0.01 of a long run (lr 0.01, tol 1e-5,
+    2000 steps)."""
 
     alpha: float | None = None  # None: 1/Dh, the paper's α = 1/(2D)
     lr: float = 0.02  # Adam step; u moves ~lr per step
@@ -51,7 +84,6 @@ class UtilityConfig:
     patience: int = 30
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    max_queries: int | None = None  # seeded random subset of query rows per example
     groups_per_chunk: int | None = 8  # KV groups (L*KVH of them) per pass; None: all
     seed: int = 0
 
@@ -59,21 +91,51 @@ class UtilityConfig:
 @dataclass
 class UtilityResult:
     u: torch.Tensor  # [L, H, Dh] utility score of each (storage-order) query dim
-    loss: torch.Tensor  # [L, H] final objective: mean error + α‖u‖₁
-    error: torch.Tensor  # [L, H] final mean squared error of the head output
+    loss: torch.Tensor  # [L, H] final objective: error + α‖u‖₁
+    error: torch.Tensor  # [L, H] final error term of the objective
     steps: torch.Tensor  # [L, H] Adam steps taken
     converged: torch.Tensor  # [L, H] stopped by the tolerance (not by max_steps)
 
 
+@dataclass(frozen=True)
+class RoPE:
+    """What u before RoPE needs: each layer's θ [L, rotary_dim / 2], the rotary dims and
+    the attention scaling on cos/sin (``ropedim.anatomy.Anatomy`` has all three)."""
+
+    theta: torch.Tensor
+    rotary_dim: int
+    attention_scaling: tuple[float, ...]
+
+    @classmethod
+    def of(cls, anatomy) -> "RoPE":
+        return cls(anatomy.theta, anatomy.rotary_dim, tuple(anatomy.rope_attention_scaling))
+
+
+def query_rows(reading: Reading, question_start: int, n_tokens: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query positions [S] and their weights [S] for one example: the question-and-answer
+    rows (weight 1), and for ``rows="all"`` a seeded uniform sample of the context rows
+    [0, question_start) weighted by (context rows / sample size): an unbiased estimate of
+    the sum over every position."""
+    qa = torch.arange(question_start, n_tokens)
+    if reading.rows == "qa" or question_start == 0:
+        return qa, torch.ones(len(qa))
+    k = min(reading.context_rows, question_start)
+    sample = torch.randperm(question_start, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+    return torch.cat([sample, qa]), torch.cat([torch.full((k,), question_start / k), torch.ones(len(qa))])
+
+
 @dataclass
 class _Example:
-    """One example, heads grouped by KV head: n = L * KVH groups of G = H // KVH heads."""
+    """One example, heads grouped by KV head: N = L * KVH groups of G = H // KVH heads."""
 
-    qs: torch.Tensor  # [N, B, G, Tq, Dh] query with the scaling folded in
+    qa: torch.Tensor  # [N, B, G, Tq, Dh] the scaled query's part multiplied by u
+    qb: torch.Tensor | None  # [N, B, G, Tq, Dh] its part multiplied by u[partner] (u before RoPE), else None
     kt: torch.Tensor  # [N, B, Dh, T]
     v: torch.Tensor  # [N, B, T, Dh]
     bias: torch.Tensor  # [N, 1, Tq, T - t0] mask on the key columns t0: (causal / window)
     t0: int  # keys before t0 are seen by every query
+    w: torch.Tensor  # [Tq] weight of each query row in the error
+    partner: torch.Tensor  # [Dh] the other coordinate of each rotary pair
     n_layers: int
     target: torch.Tensor | None = None  # [N, B, G, Tq, Dh] Attn(q, K, V)
 
@@ -85,35 +147,41 @@ def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _forward(ex: _Example, u: torch.Tensor, idx: torch.Tensor):
-    """Attn(q ⊙ u, K, V) of the groups ``idx``; u [n, G, Dh].
+    """Attn(q(u), K, V) of the groups ``idx``; u [n, G, Dh].
 
-    Returns out [n, B, G, Tq, Dh], p [n, B, G*Tq, T] and the gathered qs, kt, v."""
-    qs, kt, v = _take(ex.qs, idx), _take(ex.kt, idx), _take(ex.v, idx)
-    n, B, G, Tq, Dh = qs.shape
-    qu = (qs * u[:, None, :, None, :]).view(n, B, G * Tq, Dh)
-    logits = (qu @ kt).view(n, B, G, Tq, -1)  # [n, B, G, Tq, T]
+    Returns out [n, B, G, Tq, Dh], p [n, B, G*Tq, T], kt and v."""
+    qa, kt, v = _take(ex.qa, idx), _take(ex.kt, idx), _take(ex.v, idx)
+    n, B, G, Tq, Dh = qa.shape
+    qu = qa * u[:, None, :, None, :]
+    if ex.qb is not None:
+        qu = qu + _take(ex.qb, idx) * u[..., ex.partner][:, None, :, None, :]
+    logits = (qu.view(n, B, G * Tq, Dh) @ kt).view(n, B, G, Tq, -1)  # [n, B, G, Tq, T]
     logits[..., ex.t0:] += _take(ex.bias, idx)[:, :, None]
     p = logits.softmax(-1).view(n, B, G * Tq, -1)  # every query sees itself: no empty row
-    return (p @ v).view(n, B, G, Tq, Dh), p, qs, kt, v
+    return (p @ v).view(n, B, G, Tq, Dh), p, kt, v
 
 
-def _error_and_grad(ex: _Example, u: torch.Tensor, idx: torch.Tensor, n_q: int, grad: bool):
-    """Summed squared error / n_q per head [n, G] and its gradient wrt u [n, G, Dh].
+def _error_and_grad(ex: _Example, u: torch.Tensor, idx: torch.Tensor, norm: float, grad: bool):
+    """Weighted squared error Σ_t w_t ‖Δo_t‖² / norm per head [n, G] and its gradient wrt u.
 
     Hand-written backward of softmax attention (no autograd graph kept):
-    dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dO ⊙ O)), du = Σ_t q ⊙ (dS K).
+    dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dO ⊙ O)), dq = dS K, du = Σ_t dq ⊙ A + (Σ_t dq ⊙ B)[partner].
     """
-    out, p, qs, kt, v = _forward(ex, u, idx)
+    out, p, kt, v = _forward(ex, u, idx)
     diff = out - _take(ex.target, idx)  # [n, B, G, Tq, Dh]
-    err = diff.pow(2).sum((1, 3, 4)) / n_q
+    w = ex.w[None, None, None, :, None]
+    err = (diff.pow(2) * w).sum((1, 3, 4)) / norm
     if not grad:
         return err, None
     n, B, G, Tq, Dh = out.shape
-    d_out = (2.0 / n_q) * diff
+    d_out = (2.0 / norm) * w * diff
     dp = d_out.view(n, B, G * Tq, Dh) @ v.transpose(-1, -2)  # [n, B, G*Tq, T]
     dp.sub_((d_out * out).sum(-1).view(n, B, G * Tq, 1)).mul_(p)
-    dqu = (dp @ kt.transpose(-1, -2)).view(n, B, G, Tq, Dh)
-    return err, (dqu * qs).sum((1, 3))
+    dq = (dp @ kt.transpose(-1, -2)).view(n, B, G, Tq, Dh)
+    g = (dq * _take(ex.qa, idx)).sum((1, 3))
+    if ex.qb is not None:
+        g = g + (dq * _take(ex.qb, idx)).sum((1, 3))[..., ex.partner]
+    return err, g
 
 
 def _pair(example: Any) -> tuple[list[LayerCapture], torch.Tensor]:
@@ -128,27 +196,47 @@ def _pair(example: Any) -> tuple[list[LayerCapture], torch.Tensor]:
 
 def _query_rows(q: torch.Tensor, q_pos: torch.Tensor, T: int) -> torch.Tensor:
     """q at the rows of q_pos: q already has them, or has all T positions."""
-    return q if q.shape[2] == q_pos.numel() else q[:, :, q_pos]
+    return q if q.shape[2] == q_pos.numel() else q[:, :, q_pos.to(q.device)]
 
 
-def prepare(example: Any, config: UtilityConfig = UtilityConfig()) -> _Example:
+def prepare(example: Any, config: UtilityConfig = UtilityConfig(), weights: torch.Tensor | None = None,
+            rope: RoPE | None = None) -> _Example:
     """One example in the batched layout (copies of its q, K, V and the unmasked output).
-    Prepare examples as they are captured and drop the captures: ``utility_scores`` takes
-    prepared examples too, so only one copy of many long examples is ever held."""
+
+    ``example``: (captures, q_pos) or captures alone (their own q_pos); ``weights`` [Tq] of
+    the query rows (default 1); ``rope``: u before RoPE (the captures then need q_pre),
+    None: u after RoPE. Prepare examples as they are captured and drop the captures:
+    ``utility_scores`` takes prepared examples, so one copy of many long examples is held."""
     with torch.no_grad():
-        return _prepare(*_pair(example), config)
+        caps, q_pos = _pair(example)
+        return _prepare(caps, q_pos, config, weights, rope)
 
 
-def _prepare(captures: list[LayerCapture], q_pos: torch.Tensor, cfg: UtilityConfig) -> _Example:
+def _query_parts(caps, q_pos, T, rope: RoPE | None):
+    """A and B [L, B, H, Tq, Dh] of the scaled query (see the module docstring)."""
+    if rope is None:
+        return torch.stack([_query_rows(c.q, q_pos, T).float() * c.scaling for c in caps]), None
+    a, b = [], []
+    for layer, c in enumerate(caps):
+        if c.q_pre is None:
+            raise ValueError("u before RoPE needs the pre-RoPE query: capture with keep=('q_pre', ...)")
+        x = _query_rows(c.q_pre, q_pos, T).float()  # [B, H, Tq, Dh]
+        cos, sin = storage_cos_sin(rope.theta[layer], q_pos.to(x.device), x.shape[-1])  # [Tq, Dh]
+        s = rope.attention_scaling[layer] * c.scaling
+        rot = torch.cat((rotate_half(x[..., :rope.rotary_dim]), torch.zeros_like(x[..., rope.rotary_dim:])), -1)
+        a.append(x * cos * s)
+        b.append(rot * sin * s)
+    return torch.stack(a), torch.stack(b)
+
+
+def _prepare(captures: list[LayerCapture], q_pos: torch.Tensor, cfg: UtilityConfig, weights, rope) -> _Example:
     T, KVH = captures[0].k.shape[2], captures[0].k.shape[1]
-    qs = torch.stack([_query_rows(c.q, q_pos, T).float() * c.scaling
-                      for c in captures])  # [L, B, H, Tq, Dh]
-    if cfg.max_queries is not None and q_pos.numel() > cfg.max_queries:
-        gen = torch.Generator().manual_seed(cfg.seed)
-        keep = torch.randperm(q_pos.numel(), generator=gen)[: cfg.max_queries].sort().values
-        qs, q_pos = qs[:, :, :, keep], q_pos[keep]
-    L, B, H, Tq, Dh = qs.shape
-    qs = qs.view(L, B, KVH, H // KVH, Tq, Dh).transpose(1, 2).reshape(L * KVH, B, H // KVH, Tq, Dh)
+    qa, qb = _query_parts(captures, q_pos, T, rope)  # [L, B, H, Tq, Dh]
+    L, B, H, Tq, Dh = qa.shape
+
+    def grouped(x):  # [L, B, H, Tq, Dh] -> [L*KVH, B, G, Tq, Dh]
+        return x.view(L, B, KVH, H // KVH, Tq, Dh).transpose(1, 2).reshape(L * KVH, B, H // KVH, Tq, Dh)
+
     t_eff = int(q_pos.max()) + 1  # keys after the last query are never seen
     kv = lambda name: torch.stack([getattr(c, name)[:, :, :t_eff].float() for c in captures])
     kt = kv("k").transpose(1, 2).reshape(L * KVH, B, t_eff, Dh).transpose(-1, -2).contiguous()
@@ -157,27 +245,34 @@ def _prepare(captures: list[LayerCapture], q_pos: torch.Tensor, cfg: UtilityConf
     masked = bias.isinf().any(0).any(0).nonzero()  # key columns masked for some query
     t0 = int(masked[0]) if masked.numel() else t_eff
     bias = bias[:, :, t0:].repeat_interleave(KVH, 0)[:, None]  # [N, 1, Tq, T - t0]
-    ex = _Example(qs, kt, v, bias, t0, L)
+    w = torch.ones(Tq) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    partner = pair_partner(Dh, rope.rotary_dim) if rope is not None else torch.arange(Dh)
+    ex = _Example(grouped(qa), None if qb is None else grouped(qb), kt, v, bias, t0, w, partner, L)
     ones = torch.ones(cfg.groups_per_chunk or L * KVH, H // KVH, Dh)
     ex.target = torch.cat([_forward(ex, ones[: idx.numel()], idx)[0]
                            for idx in torch.arange(L * KVH).split(ones.shape[0])])
     return ex
 
 
-def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfig()) -> UtilityResult:
+def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfig(),
+                   reduce: str = "sum") -> UtilityResult:
     """Eq. 4 for all heads of all layers at once.
 
-    examples: a list of (captures, q_pos), of captures alone (then their own ``q_pos``) or
-    of ``prepare``d examples (prepared with the same config);
-    captures: per layer a ``ropedim.capture.LayerCapture`` with q [B, H, Tq or T, Dh], k, v
-    [B, KVH, T, Dh], scaling, window. q_pos: the query positions entering Eq. 4 (the
-    caller's choice; the pipeline passes the question and output part).
-    """
+    examples: ``prepare``d examples (prepared with the same config), or (captures, q_pos)
+    / captures alone (prepared here: unit weights, u after RoPE). ``reduce``: "sum" — the
+    objective is the mean over examples of each example's weighted error sum (the literal
+    reading); "mean" — the weighted error pooled over all rows of all examples, divided by
+    their count."""
     cfg = config
     exs = [e if isinstance(e, _Example) else prepare(e, cfg) for e in examples]
     L = exs[0].n_layers
-    N, _, G, _, Dh = exs[0].qs.shape
-    n_q = sum(e.qs.shape[1] * e.qs.shape[3] for e in exs)  # queries pooled over examples
+    N, _, G, _, Dh = exs[0].qa.shape
+    if reduce == "sum":
+        norm = float(len(exs))
+    elif reduce == "mean":
+        norm = float(sum(e.qa.shape[1] * e.qa.shape[3] for e in exs))  # queries pooled over examples
+    else:
+        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     alpha = 1.0 / Dh if cfg.alpha is None else cfg.alpha
     chunk = cfg.groups_per_chunk or N
     b1, b2 = cfg.betas
@@ -186,7 +281,7 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
         err, g = torch.zeros(N, G), torch.zeros(N, G, Dh)
         for idx in groups.split(chunk):
             for e in exs:
-                d, dg = _error_and_grad(e, u[idx], idx, n_q, grad)
+                d, dg = _error_and_grad(e, u[idx], idx, norm, grad)
                 err[idx] += d
                 if grad:
                     g[idx] += dg
@@ -232,11 +327,13 @@ def _one_head(cap: LayerCapture, h: int) -> LayerCapture:
                         scaling=cap.scaling, window=cap.window)
 
 
-def utility_scores_loop(examples: Sequence[Any], config: UtilityConfig = UtilityConfig()) -> UtilityResult:
-    """Reference: the same optimisation run head by head (slow; for tests and benchmarks)."""
+def utility_scores_loop(examples: Sequence[Any], config: UtilityConfig = UtilityConfig(),
+                        reduce: str = "sum") -> UtilityResult:
+    """Reference: the same optimisation (u after RoPE, unit weights) run head by head
+    (slow; for tests and benchmarks)."""
     examples = [_pair(e) for e in examples]
     L, H = len(examples[0][0]), examples[0][0][0].q.shape[1]
-    res = [[utility_scores([([_one_head(c[l], h)], p) for c, p in examples], config)
+    res = [[utility_scores([([_one_head(c[l], h)], p) for c, p in examples], config, reduce)
             for h in range(H)] for l in range(L)]
     cat = lambda name: torch.stack([torch.cat([getattr(r, name) for r in row], 1)[0] for row in res])
     return UtilityResult(*(cat(n) for n in ("u", "loss", "error", "steps", "converged")))

@@ -6,6 +6,7 @@ import torch
 from ropedim import generation
 from ropedim.decode import greedy
 from ropedim.generation import generate, mask_digest, sweep
+from ropedim.hooks import BeforeRoPE
 from ropedim.models import load_cached, tiny_tokenizer
 from ropedim.prompts import build_prompts, tokenize_prompt
 from ropedim.qa_data import Doc, Example
@@ -52,7 +53,7 @@ def test_greedy_is_hf_greedy(tiny):
         ids = torch.tensor([tokenize_prompt(p, tok).input_ids])
         ref = tiny.model.generate(ids, max_new_tokens=N_NEW, do_sample=False)[0, ids.shape[1]:].tolist()
         n = next(n for n in range(len(ref) + 1) if tok.decode(ref[:n], skip_special_tokens=True) == mine)
-        assert n == len(ref) or "\n" in mine.lstrip()  # stopped early only at a newline
+        assert n == len(ref) or "\n" in mine  # stopped early only at a newline
 
 
 def test_batched_equals_single(llama):
@@ -75,21 +76,26 @@ def _masks(loaded):
     a = loaded.anatomy
     first = torch.ones(a.n_layers, a.n_heads, a.head_dim)
     first[:, :, : a.head_dim // 2] = 0
-    return {"none": None, "first-half": first, "zero": torch.zeros_like(first)}
+    split = (torch.rand(first.shape, generator=torch.Generator().manual_seed(0)) > 0.3).float()
+    return {"none": None, "first-half": first, "zero": torch.zeros_like(first),
+            "before-rope": BeforeRoPE(split)}  # splits rotary pairs: differs from masking after RoPE
 
 
-def test_fast_sweep_is_masking_from_the_question(tiny):
+def test_fast_and_faithful_sweeps_are_masking_from_the_question_and_everywhere(tiny):
+    """The shared-context sweeps equal plain generation with the HF cache: fast mode masks
+    from the question on, faithful mode at every position."""
     ps = build_prompts(_examples(), "plain")
     variants = _masks(tiny)
     fast = sweep(tiny, None, ps, variants, mode="fast", max_new_tokens=N_NEW, batch_size=4, cache=False)
     faithful = sweep(tiny, None, ps, variants, mode="faithful", max_new_tokens=N_NEW, batch_size=4,
                      cache=False)
     assert fast["none"] == faithful["none"]
-    for name, m in variants.items():  # reference: the whole prompt, mask from the question on
-        ref = [generate(tiny, None, [p], N_NEW, batch_size=1, mask=m, cache=False,
-                        from_position=tokenize_prompt(p, tiny.tokenizer).question_start)[0] for p in ps]
-        assert fast[name] == ref, name
+    for name, m in variants.items():  # reference: the whole prompt, mask from the question on / everywhere
+        q = [tokenize_prompt(p, tiny.tokenizer).question_start for p in ps]
+        assert fast[name] == [generate(tiny, None, [p], N_NEW, 1, m, qs, cache=False)[0] for p, qs in zip(ps, q)], name
+        assert faithful[name] == generate(tiny, None, ps, N_NEW, 1, m, cache=False), name
     assert fast["zero"] != fast["none"] and faithful["zero"] != faithful["none"]  # masks act
+    assert faithful["first-half"] != fast["first-half"]  # the modes differ
 
 
 def test_answers_do_not_depend_on_what_is_cached(llama):
@@ -125,6 +131,7 @@ def test_disk_cache(llama, monkeypatch):
 def test_mask_digest():
     m = torch.ones(2, 3, 4)
     assert mask_digest(None) is None and mask_digest(m) == mask_digest(m.numpy())
+    assert mask_digest(BeforeRoPE(m)) != mask_digest(m)  # the site is part of the key
     m2 = m.clone()
     m2[0, 0, 0] = 0
     assert mask_digest(m2) != mask_digest(m) != mask_digest(m.reshape(6, 4))
@@ -147,7 +154,8 @@ class _Scripted:
 
 
 @pytest.mark.parametrize("text, out", [
-    (" \nParis\nLyon", " \nParis\n"),  # a newline before any text does not stop
+    (" \nParis\nLyon", " \n"),  # a newline stops, also before any text (Liu et al.'s first line is then empty)
+    ("Paris\nLyon", "Paris\n"),
     ("Paris</s>Lyon", "Paris"),  # EOS stops and is dropped
     ("abcdefghijklmnop", "abcdefghij"),  # max_new_tokens
 ])

@@ -302,3 +302,46 @@ def test_left_padded_batch_with_key_mask(name):
     out = st.attention(layer, key_mask=am.bool())
     real = am.bool()[:, None, :, None].expand_as(out)
     torch.testing.assert_close(out[real], e.o[real], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(TINY_MODELS))
+def test_mask_before_rope_equals_masking_the_pre_rope_query(name):
+    """BeforeRoPE(u): the model's logits equal those of a model whose pre-RoPE query (the
+    q norm's or q_proj's output) is multiplied by u; a pair-symmetric u gives the same as
+    masking after RoPE; u that splits pairs does not."""
+    from ropedim.anatomy import q_pre_module
+    from ropedim.hooks import BeforeRoPE
+    from ropedim.rope import pair_partner
+
+    lo = load_cached(name)
+    model, a = lo.model, lo.anatomy
+    ids = _ids(lo, t=16)
+    g = torch.Generator().manual_seed(2)
+    u = (torch.rand(a.n_layers, a.n_heads, a.head_dim, generator=g) > 0.4).float()
+
+    def reference(mask):
+        def hook(mod, args, out, layer):
+            m = mask[layer]  # [H, Dh]
+            if out.dim() == 3:  # [B, S, H*Dh]
+                return out * m.reshape(-1)
+            return out * m[None, :, None, :]  # [B, H, S, Dh]
+        hs = [q_pre_module(attn).register_forward_hook(lambda mod, args, out, i=i: hook(mod, args, out, i))
+              for i, attn in enumerate(attention_modules(model))]
+        try:
+            return _logits(model, ids)
+        finally:
+            for h in hs:
+                h.remove()
+
+    with masked(model, BeforeRoPE(u)):
+        pre = _logits(model, ids)
+    torch.testing.assert_close(pre, reference(u), atol=1e-4, rtol=1e-4)
+    with masked(model, u):
+        post = _logits(model, ids)
+    assert (pre - post).abs().max() > 1e-3  # splitting rotary pairs differs after RoPE
+    sym = u * u[..., pair_partner(a.head_dim, a.rotary_dim)]  # equal on both coordinates of each pair
+    with masked(model, BeforeRoPE(sym)):
+        pre_sym = _logits(model, ids)
+    with masked(model, sym):
+        torch.testing.assert_close(pre_sym, _logits(model, ids), rtol=0, atol=0)
+    assert _routed_off(model)

@@ -83,17 +83,19 @@ def test_tokenize_prompt(style, which, request):
     if style == "chat_template":
         tk.chat_template = CHATML
     p = build_prompt(EX, style, tk)
-    ids, (c0, c1), q = tokenize_prompt(p, tk)
+    ids, (c0, c1), q, docs = tokenize_prompt(p, tk)
     assert tk.decode(ids[c0:c1]) == INSTRUCTION + p.text[p.spans["instruction"][1]:p.spans["documents"][1]]
     assert tk.decode(ids[q:]).startswith("Question: test question")
     assert tk.decode(ids[c1:q]).strip() == ""
     assert (ids[0] == 1) == (which == "bos_tok") and ids.count(1) == (which == "bos_tok")
+    for (a, b), (ca, cb) in zip(docs, p.doc_spans):  # each document line's tokens
+        assert tk.decode(ids[a:b]).strip() == p.text[ca:cb]
 
 
 def test_bos_not_doubled(bos_tok):
     p = build_prompt(EX, "plain")
     p = type(p)("<s>" + p.text, {k: (a + 3, b + 3) for k, (a, b) in p.spans.items()})
-    ids, (c0, _), _ = tokenize_prompt(p, bos_tok)
+    ids, (c0, _), _, _ = tokenize_prompt(p, bos_tok)
     assert ids.count(1) == 1 and c0 == 1
 
 

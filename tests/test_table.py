@@ -32,23 +32,27 @@ def test_known_findings_name_real_checks_models_and_profiles(monkeypatch):
 
 
 def test_unknown_measure_argument_or_figure_fails_at_import(monkeypatch):
-    good = table.CHECKS[0]
+    good = next(c for c in table.CHECKS if c.claim == "C4a")
     for bad, match in ((dict(measure="toy_weight_ratoi"), "unknown measure 'toy_weight_ratoi'; known: .*toy_weight_ratio"),
-                       (dict(args={"fracton": 0.125}), "do not fit measure toy_weight_ratio"),
-                       (dict(measure="wq_trend", args={"scaled": False, "statistic": "mean"}),
+                       (dict(args={**good.args, "fracton": 0.125}), "do not fit measure toy_weight_ratio"),
+                       (dict(alternatives={"x": {"int": "1/d"}}), "do not fit measure toy_weight_ratio"),
+                       (dict(measure="wq_trend", args={"scaled": False}, alternatives={}),
                         "returns HeadProfile, figure fig1a draws ToyCurves")):
         monkeypatch.setattr(table, "CHECKS", [Check(**{**good.__dict__, **bad})])
         with pytest.raises((KeyError, TypeError), match=match):
             table.validate()
 
 
-def test_the_paper_profile_amends_the_default_findings():
-    assert expected("C-Fig4-last16-nq", "gemma3", "default").outcomes == ("inconclusive",)
-    assert expected("C-Fig4-last16-nq", "gemma3", "paper").outcomes == ("supported",)  # holds at the paper's size
-    assert expected("C5d-first16-nq", "gemma3", "default").outcomes == ("supported",)
-    assert expected("C5d-first16-nq", "gemma3", "paper").outcomes == ("inconclusive",)
-    assert expected("C5c-nq", "smollm2", "paper") == FINDINGS["C5c-nq", "smollm2", "default"]  # not re-run: kept
+def test_the_paper_profile_amends_the_default_findings(monkeypatch):
+    inc, held = Finding("inconclusive", "at the default size"), Finding("supported", "holds at the paper's size")
+    monkeypatch.setitem(FINDINGS, ("C5b-nq", "gemma3", "default"), inc)
+    monkeypatch.setitem(FINDINGS, ("C5b-nq", "gemma3", "paper"), held)
+    monkeypatch.setitem(FINDINGS, ("C5c-nq", "gemma3", "default"), inc)
+    assert expected("C5b-nq", "gemma3", "default") == inc
+    assert expected("C5b-nq", "gemma3", "paper") == held
+    assert expected("C5c-nq", "gemma3", "paper") == inc  # not re-run at the paper's size: kept
     assert expected("C4a-rope", "toy", "default") == findings.THE_CLAIM
+    assert expected("C5d-first16-nq", "qwen", "default").outcomes == ("not supported", "inconclusive")
 
 
 PLUGIN = '''
@@ -61,11 +65,11 @@ def planted(runs, *, value, seed=0):
     """A measure whose estimate is planted; None crashes."""
     if value is None:
         raise RuntimeError("planted crash inside a known-finding check")
-    return measures.Measurement(stats.Estimate(value, value - 0.5, value + 0.5), measures._toy_curves(runs))
+    return measures.Measurement(stats.Estimate(value, value - 0.5, value + 0.5), measures._toy_curves(runs["1"]["rope"]))
 
 measures.MEASURES.register("planted", measures.Measure(planted, measures.ToyCurves))
 for name, value in {"crash": None, "up": 1.0, "down": -1.0, "same": 0.0}.items():
-    c = Check("C4a", "planted-" + name, Toy("rope"), "planted", "planted statistic",
+    c = Check("C4a", "planted-" + name, Toy(), "planted", "planted statistic",
               Criterion("greater", 0.0, "planted"), {"value": value})
     checks.CHECKS.append(c)  # a check added to the table; no test file is touched
     findings.FINDINGS[c.key, "toy", "default"] = findings.Finding("inconclusive", "planted finding")

@@ -61,8 +61,9 @@ def test_training_is_deterministic_and_learns():
 
 @pytest.mark.parametrize("check", checks_for(Toy), ids=lambda c: c.test_id("toy"))
 def test_each_toy_claim_fails_on_the_control(check, toy_runs, settings):
-    """Give each toy claim test the other setup's runs: it must not come out supported.
-    The runs are the default profile's, the same the claim tests use."""
-    control = toy_runs["norope" if check.subject.setup == "rope" else "rope"]
+    """Give each toy claim test the other setup's runs (the heads trained with RoPE as the
+    ones without, and back): it must not come out supported. The runs are the default
+    profile's, the same the claim tests use."""
+    control = {init: {"rope": r["norope"], "norope": r["rope"]} for init, r in toy_runs.items()}
     est = MEASURES[check.measure](control, seed=settings.seed, **check.args).estimate
     assert judge(est, check.criterion).outcome != SUPPORTED

@@ -18,10 +18,11 @@ class QAConfig:
     n: int = 30  # questions (the same ones at every gold position)
     k: int = 10  # documents per context
     distractors: str = "bm25"  # NQ contexts built from the oracle file: "bm25" | "random"
-    max_new_tokens: int = 24
-    mode: str = "fast"  # masked runs: "fast" (from the question on) | "faithful"
+    max_new_tokens: int = 100  # Liu et al.'s; decoding stops at the first newline
+    mode: str = "faithful"  # masked runs: "faithful" (every position, the paper's) | "fast" (from the question on)
+    fallback: str = "faithful"  # fast mode not verified for a mask: "faithful" (recompute) | "inconclusive"
     batch_size: int = 4
-    n_analysis: int = 12  # examples whose q, K, V feed retrieval and utility scores
+    n_analysis: int = 12  # questions (each at every gold position) whose q, K, V feed the head scores
     n_mode_check: int = 4  # questions (at every position) also answered in the other mode
     data: tuple[str, ...] = ()  # lost-in-the-middle files to read instead of building contexts
     seed: int = 0
@@ -32,6 +33,8 @@ class QAConfig:
             raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.fallback not in ("faithful", "inconclusive"):
+            raise ValueError(f"fallback must be 'faithful' or 'inconclusive', got {self.fallback!r}")
         if self.k < 2 or self.n < 1:
             raise ValueError(f"need k >= 2 documents and n >= 1 questions (k={self.k}, n={self.n})")
 

@@ -19,8 +19,10 @@ from typing import Iterable
 import torch
 
 from ..anatomy import Anatomy
+from ..hooks import BeforeRoPE
 from ..retrieval import retrieval_heads
 from ..rope import dims_in_fraction, first_last_mask
+from ..utility import PRIMARY, READINGS
 
 __all__ = ["QueryMask", "Unmasked", "LowUtility", "RetrievalHeadDims", "theta_end_mask", "utility_mask"]
 
@@ -45,13 +47,18 @@ def utility_mask(u: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 class QueryMask:
     name: str
 
-    def build(self, anatomy: Anatomy, scores) -> torch.Tensor | None:
-        """The [L, H, Dh] mask (None: unmasked); ``scores``: ``ropedim.qa.analysis.HeadScores``."""
+    def build(self, anatomy: Anatomy, scores) -> torch.Tensor | BeforeRoPE | None:
+        """The [L, H, Dh] mask (None: unmasked); ``scores``: ``ropedim.qa.analysis.HeadScores``
+        of ``self.reading``."""
         raise NotImplementedError
 
     @property
     def needs_scores(self) -> bool:
         return False
+
+    @property
+    def reading(self) -> str:
+        return PRIMARY
 
     def spec(self) -> dict:
         return {"type": type(self).__name__, **asdict(self)}
@@ -67,21 +74,28 @@ class Unmasked(QueryMask):
 
 @dataclass(frozen=True)
 class LowUtility(QueryMask):
-    """§5.2, Table 1: every head, dims with u < ``threshold``."""
+    """§5.2, Table 1: every head, dims with u < ``threshold`` (u of Eq. 4 under
+    ``utility_reading``), applied where that reading puts u: before or after RoPE."""
 
     name: str = "utility"
     threshold: float = 0.5
+    utility_reading: str = PRIMARY
 
     @property
     def needs_scores(self) -> bool:
         return True
 
+    @property
+    def reading(self) -> str:
+        return self.utility_reading
+
     def build(self, anatomy, scores):
-        return utility_mask(scores.utility, self.threshold)
+        m = utility_mask(scores.utility, self.threshold)
+        return BeforeRoPE(m) if READINGS[self.utility_reading].site == "pre" else m
 
     def share_masked(self, scores) -> float:
         """Share of all query dims this mask removes."""
-        return float((1 - self.build(None, scores)).mean())
+        return float((scores.utility < self.threshold).float().mean())
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@
    model reading its prompt plus its own answer (§5.3 retrieval, Eq. 4 utility);
 3. masks built from those scores (§5.2 Table 1: low utility; §5.4 Table 2: first/last
    dims of the retrieval heads);
-4. answers under every mask, the unmasked ones in the same sweep (one prefill per context),
-   and their correctness;
-5. the fast-vs-faithful check of the masking mode.
+4. answers under every mask in the run's mode (faithful: the mask at every position, the
+   paper's; fast: from the question on, one prefill per context), and their correctness;
+5. the fast-vs-faithful check of the masking mode: every question when the run is
+   faithful (fast answers are cheap), the first ``n_mode_check`` when it is fast.
 
 Masked answers need the scores, and the scores need the unmasked answers of the analysis
 questions: the order above is the only one that works. Cache keys hold the model's
@@ -25,6 +26,7 @@ import torch
 
 from .. import cache
 from ..generation import model_fingerprint
+from ..utility import PRIMARY, READINGS
 from .analysis import HeadScores, analysis_items, head_scores
 from .answers import answer, correctness
 from .config import QAConfig
@@ -34,7 +36,7 @@ from .mode_check import ModeAgreement, fast_vs_faithful
 
 __all__ = ["QARun", "Study"]
 
-CODE_VERSION = 3  # 3: the steps of ropedim.qa, typed results
+CODE_VERSION = 4  # 4: Eq. 4 readings, Liu et al.'s first line, analysis set of questions × positions
 
 
 class QARun(Protocol):
@@ -43,9 +45,9 @@ class QARun(Protocol):
     loaded: object  # ropedim.models.Loaded
     cfg: QAConfig
 
-    def head_scores(self) -> HeadScores: ...
+    def head_scores(self, reading: str = PRIMARY) -> HeadScores: ...
 
-    def correctness(self) -> dict[str, np.ndarray]: ...  # mask name -> [positions, questions]
+    def correctness(self, mode: str | None = None) -> dict[str, np.ndarray]: ...  # mask -> [positions, questions]
 
     def mode_check(self) -> list[ModeAgreement]: ...
 
@@ -58,6 +60,7 @@ class Study:
         self.loaded, self.cfg = loaded, cfg
         self.masks = {m.name: m for m in [Unmasked(), *masks]}
         self.fingerprint = model_fingerprint(loaded.model)
+        self._scores: dict[str, HeadScores] = {}
 
     def _key(self, kind: str, **more) -> dict:
         return {"model": self.fingerprint, "qa": self.cfg.to_dict(), "code": CODE_VERSION, "kind": kind, **more}
@@ -71,46 +74,48 @@ class Study:
         return build_qaset(self.cfg, self.loaded)
 
     # 2. head scores, from the unmasked answers of the analysis questions
-    def head_scores(self) -> HeadScores:
-        return self._scores
+    def head_scores(self, reading: str = PRIMARY) -> HeadScores:
+        """Retrieval and utility scores, Eq. 4 under ``reading`` (ropedim.utility.READINGS)."""
+        if reading not in self._scores:
+            r = READINGS[reading]
 
-    @cached_property
-    def _scores(self) -> HeadScores:
-        def compute():
-            qs, items = self.qaset, analysis_items(self.qaset, self.cfg.n_analysis)
-            n = max(qs.audit.kept.index(i) for _, i in items) + 1  # the rest come with step 4
-            none = answer(self.loaded, qs, {"none": None}, self.cfg.mode, questions=n)["none"]
-            return head_scores(self.loaded, qs, items, none, self.cfg.utility)
-        return cache.cached("scores", self._key("scores"), compute)
+            def compute():
+                qs, items = self.qaset, analysis_items(self.qaset, self.cfg.n_analysis)
+                n = min(self.cfg.n_analysis, len(qs.audit.kept))  # the rest come with step 4
+                none = answer(self.loaded, qs, {"none": None}, self.cfg.mode, questions=n)["none"]
+                return head_scores(self.loaded, qs, items, none, self.cfg.utility, r)
+            self._scores[reading] = cache.cached("scores", self._key("scores", reading=r.__dict__), compute)
+        return self._scores[reading]
 
     # 3. masks
-    def mask_tensor(self, name: str) -> torch.Tensor | None:
+    def mask_tensor(self, name: str):
         m = self.masks[name]
-        return m.build(self.loaded.anatomy, self.head_scores() if m.needs_scores else None)
+        return m.build(self.loaded.anatomy, self.head_scores(m.reading) if m.needs_scores else None)
 
     # 4. answers under every mask, and their correctness
     def answers(self, names: Sequence[str], mode: str | None = None, questions: int | None = None):
         return answer(self.loaded, self.qaset, {n: self.mask_tensor(n) for n in names},
                       mode or self.cfg.mode, questions)
 
-    def correctness(self) -> dict[str, np.ndarray]:
-        """Correctness under every mask, computed once: one sweep (unmasked and masked rows
-        of a context share its prefill), whose batches the xdist workers split."""
+    def correctness(self, mode: str | None = None) -> dict[str, np.ndarray]:
+        """Correctness under every mask in ``mode`` (the run's by default), computed once:
+        one sweep whose batches the xdist workers split."""
+        mode = mode or self.cfg.mode
         names = list(self.masks)
-        key = self._key("correct", masks=self._masks_spec(names))
-        return cache.cached("correct", key, lambda: correctness(self.answers(names), self.qaset),
-                            unlocked=lambda: self.answers(names))
+        key = self._key("correct", mode=mode, masks=self._masks_spec(names))
+        return cache.cached("correct", key, lambda: correctness(self.answers(names, mode), self.qaset),
+                            unlocked=lambda: self.answers(names, mode))
 
     # 5. the masking mode, checked
     def mode_check(self) -> list[ModeAgreement]:
-        n = self.cfg.n_mode_check
+        n = None if self.cfg.mode == "faithful" else self.cfg.n_mode_check
         names = [name for name, m in self.masks.items() if not isinstance(m, Unmasked)]
-        if n < 1 or not names:
+        if n == 0 or not names:
             return []
-        key = self._key("mode_check", masks=self._masks_spec(names))
+        key = self._key("mode_check", masks=self._masks_spec(names), questions=n)
         compute = lambda: fast_vs_faithful(self.loaded, self.qaset, {v: self.mask_tensor(v) for v in names}, n)
-        faithful = lambda: self.answers(names, "faithful", n)  # workers share these batches
-        return cache.cached("mode_check", key, compute, unlocked=faithful)
+        other = "fast" if self.cfg.mode == "faithful" else "faithful"
+        return cache.cached("mode_check", key, compute, unlocked=lambda: self.answers(names, other, n))
 
     def describe(self) -> dict:
         """The run's configuration, for every record of this model and task."""
