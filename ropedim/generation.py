@@ -89,16 +89,12 @@ def _spec(model, fp, text, max_new_tokens, mask, mode, extra=None) -> dict:
 
 
 def _load(spec, use) -> str | None:
-    if not use:
-        return None
-    path = disk.path_for("generation", spec, ".json")
-    return json.loads(path.read_text())["answer"] if path.exists() else None
+    return disk.load("generation", spec, suffix=".json") if use else None
 
 
 def _store(spec, answer, use) -> None:
     if use:
-        blob = json.dumps({"spec": spec, "answer": answer})
-        disk.atomic_write(disk.path_for("generation", spec, ".json"), lambda t: t.write_text(blob))
+        disk.store("generation", spec, answer, suffix=".json")
 
 
 # ---------------------------------------------------------------- batches shared by processes
