@@ -73,7 +73,7 @@ def _same(x, y) -> bool:
 
 @pytest.fixture
 def counts(monkeypatch):
-    """A fresh count of this process's cache use."""
+    """A fresh count of this process's cache use, and the default trust."""
     monkeypatch.setattr(cache, "_COUNTS", Counter())
     monkeypatch.setattr(cache, "_STALE", {})
     monkeypatch.delenv(cache.TRUST_ENV, raising=False)
