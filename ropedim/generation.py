@@ -93,19 +93,13 @@ def _spec(model, fp, text, max_new_tokens, mask, mode, extra=None) -> dict:
 
 
 def _load(spec, use) -> Answer | None:
-    if not use:
-        return None
-    path = disk.path_for("generation", spec, ".json")
-    if not path.exists():
-        return None
-    blob = json.loads(path.read_text())
-    return Answer(blob["answer"], blob["ids"])
+    got = disk.load("generation", spec, suffix=".json") if use else None
+    return None if got is None else Answer(got["answer"], got["ids"])
 
 
 def _store(spec, answer: Answer, use) -> None:
     if use:
-        blob = json.dumps({"spec": spec, "answer": str(answer), "ids": list(answer.ids)})
-        disk.atomic_write(disk.path_for("generation", spec, ".json"), lambda t: t.write_text(blob))
+        disk.store("generation", spec, {"answer": str(answer), "ids": list(answer.ids)}, suffix=".json")
 
 
 # ---------------------------------------------------------------- batches shared by processes

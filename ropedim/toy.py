@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import cache
 from .rope import inv_freq
 
 
@@ -78,6 +79,7 @@ PAPER = ToyConfig()  # App. A
 CODE_VERSION = 3  # bump when training or ToyRun changes, to invalidate cached runs
 
 
+@cache.storable
 @dataclass
 class ToyRun:
     """What one trained model gives the claims: Fig. 1a and Fig. 1b statistics."""
@@ -241,8 +243,6 @@ def _removal_curves(stack: _Stack, cfg: ToyConfig):
 
 def trained(cfg: ToyConfig, seeds, progress: bool = True) -> dict[str, list[ToyRun]]:
     """Both setups over ``seeds``, trained once and cached on disk: {"rope": [...], "norope": [...]}."""
-    from . import cache
-
     spec = {"config": cfg.to_dict(), "seeds": list(seeds), "code": CODE_VERSION}
     runs = cache.cached("toy", spec, lambda: train(cfg, ropes=(True, False), seeds=seeds, progress=progress))
     return {"rope": [r for r in runs if r.rope], "norope": [r for r in runs if not r.rope]}

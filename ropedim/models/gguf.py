@@ -1,7 +1,7 @@
 """Models shipped as GGUF: transformers dequantises the file at load (tens of seconds), so
-the first load is saved with ``save_pretrained`` into the ropedim cache (under a lock,
-atomically) and later loads read that copy. The config is then checked against the
-spec's ``expect``."""
+the first load is saved with ``save_pretrained`` (safetensors) into the ropedim cache
+(under a lock, atomically) and later loads read that copy, once it and its files pass the
+cache's trust check. The config is then checked against the spec's ``expect``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..cache import lock_for
+from ..cache import check_trusted, lock_for
 from .specs import ModelSpec
 
 __all__ = ["snapshot", "check_config"]
@@ -27,10 +27,10 @@ def snapshot(spec: ModelSpec, root: Path, notes: list[str]) -> Path:
     key = f"{gguf.name}-{gguf.stat().st_size}-tf{transformers.__version__}"
     final = root / "models" / key
     if (final / "config.json").exists():
-        return final
+        return _trusted(final)
     with lock_for(final):
         if (final / "config.json").exists():
-            return final
+            return _trusted(final)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         t0 = time.perf_counter()
@@ -47,10 +47,19 @@ def snapshot(spec: ModelSpec, root: Path, notes: list[str]) -> Path:
         try:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
+            for f in tmp.rglob("*"):  # whatever the umask: writable by this user only
+                f.chmod(f.stat().st_mode & ~0o022)
             os.replace(tmp, final)  # atomic: readers see all or nothing
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         notes.append(f"dequantised {gguf.name} in {time.perf_counter() - t0:.0f} s, saved to {final}")
+    return final
+
+
+def _trusted(final: Path) -> Path:
+    """The snapshot folder, once it and every file in it pass ``check_trusted``."""
+    for p in [final, *sorted(final.rglob("*"))]:
+        check_trusted(p)
     return final
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cache import lock_for
+from ..cache import check_trusted, lock_for
 
 __all__ = ["ModelSpec", "SPECS", "ALIASES", "PAPER_MODELS", "TINY_MODELS", "STYLE_OF_TYPE",
            "ModelUnavailable"]
@@ -65,6 +65,7 @@ def _gemma3_file(root: Path) -> Path:
                 tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
                 g.assemble(tmp, overwrite=True)  # checks the sha256
                 os.replace(tmp, target)
+    check_trusted(target)
     return target
 
 

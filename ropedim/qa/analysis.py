@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .. import cache
 from .. import prompts as P
 from ..capture import Capture
 from ..hooks import capture
@@ -21,6 +22,7 @@ from .dataset import QASet
 __all__ = ["HeadScores", "AnalysisExample", "analysis_items", "capture_example", "head_scores"]
 
 
+@cache.storable
 @dataclass
 class HeadScores:
     retrieval: torch.Tensor  # [L, H] §5.3 score, averaged over the analysis examples

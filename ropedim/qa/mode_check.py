@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .. import stats
+from .. import cache, stats
 from ..generation import MODES
 from ..metrics import best_subspan_em, first_line
 from .answers import answer
@@ -19,6 +19,7 @@ from .dataset import QASet
 __all__ = ["ModeAgreement", "fast_vs_faithful"]
 
 
+@cache.storable
 @dataclass(frozen=True)
 class ModeAgreement:
     variant: str  # the mask
