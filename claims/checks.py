@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ropedim.qa.config import TASKS
 from ropedim.qa.masks import LowUtility, RetrievalHeadDims
 from ropedim.utility import PRIMARY, READINGS
 from ropedim.verdict import NULL99, Criterion
@@ -84,6 +85,10 @@ MODE_TOLERANCE = 5.0  # points, our choice: fast mode stands in for the paper's 
 RETRIEVAL_THRESHOLD = 0.5  # §5.4: "retrieval heads (score > 0.5)"
 UTILITY_THRESHOLD = 0.5  # §5.2, Table 1: "utility scores lower than 0.5"
 FLOOR = {"min_accuracy": MIN_ACCURACY, "min_share_masked": MIN_SHARE_MASKED, "mode_tolerance": MODE_TOLERANCE}
+# Masking modes: C5c as the paper's Table 1 (every head, every position); the retrieval-head
+# masks of C5e/C5f fast (from the question on), standing only where the mode check agrees
+# (a profile may force one mode: --profile paper masks faithfully everywhere).
+TABLE1_MODE, TABLE2_MODE = {"mode": "faithful"}, {"mode": "fast"}
 
 # The query masks of §5.2 and §5.4 (a sweep answers them in this order); the utility mask
 # under each reading of Eq. 4 (the primary one is "utility").
@@ -141,7 +146,6 @@ CHECKS += [
 # Every check that reads utility scores is also computed under the other readings of
 # Eq. 4 (the report's sensitivity table); its verdict is the primary reading's.
 READING_ALTERNATIVES = {r: {"reading": r} for r in READINGS if r != PRIMARY}
-TASKS = ("synthetic", "nq")
 
 
 def _corr_checks(claim, measure, task, what, rho, extra):
@@ -174,7 +178,7 @@ for task in TASKS:
               "masked (u < 0.5) − original accuracy, points, avg over positions",
               Criterion("greater", -3.0, "the paper: 'does not greatly decrease'; Table 1's worst change is "
                                          "−1.36 points (Qwen), 3 points is about twice that"),
-              {"mask": MASKS["utility"], "no_harm": True, **FLOOR}, fmt(delta_avg(TABLE1, "utility")),
+              {"mask": MASKS["utility"], "no_harm": True, **TABLE1_MODE, **FLOOR}, fmt(delta_avg(TABLE1, "utility")),
               {r: {"mask": MASKS[f"utility-{r}"]} for r in READINGS if r != PRIMARY}),
         *_corr_checks("C5d", "retrieval_utility_corr", task, "retrieval score", FIG3_RHO,
                       {"retrieval_threshold": RETRIEVAL_THRESHOLD}),
@@ -182,29 +186,31 @@ for task in TASKS:
         Check("C5e", f"first16-{task}", qa, "masked_accuracy_delta",
               "masked first eighth − original accuracy, points, avg over positions",
               Criterion("greater", -2.2, "the paper: a drop of 'less than 2.2 points' (§5.4)"),
-              {"mask": MASKS["first16"], "no_harm": True, **FLOOR}, fmt(delta_avg(TABLE2, "first16"))),
+              {"mask": MASKS["first16"], "no_harm": True, **TABLE2_MODE, **FLOOR}, fmt(delta_avg(TABLE2, "first16"))),
         Check("C5e", f"first32-{task}", qa, "masked_accuracy_delta",
               "masked first quarter − original accuracy, points, avg over positions",
               Criterion("greater", -2.2, "the paper: a drop of 'less than 2.2 points' (§5.4)"),
-              {"mask": MASKS["first32"], "no_harm": True, **FLOOR}, fmt(delta_avg(TABLE2, "first32"))),
+              {"mask": MASKS["first32"], "no_harm": True, **TABLE2_MODE, **FLOOR}, fmt(delta_avg(TABLE2, "first32"))),
         Check("C5f", f"last32-{task}", qa, "masked_accuracy_delta",
               "masked last quarter − original accuracy, points, avg over positions",
               Criterion("less", -5.0, "our choice: 'detrimental' is a drop of more than 5 points (the paper's "
                                       "drops are 20-58)"),
-              {"mask": MASKS["last32"], "no_harm": False, **FLOOR}, fmt(delta_avg(TABLE2, "last32"), 1)),
+              {"mask": MASKS["last32"], "no_harm": False, **TABLE2_MODE, **FLOOR}, fmt(delta_avg(TABLE2, "last32"), 1)),
         Check("C5f", f"last16-{task}", qa, "masked_accuracy_delta",
               "masked last eighth − original accuracy, points, avg over positions",
               Criterion("less", -2.2, "our choice: 'also hurts' is a drop beyond C5e's 2.2 points (the "
                                       "paper's drops are 10-39)"),
-              {"mask": MASKS["last16"], "no_harm": False, **FLOOR}, fmt(delta_avg(TABLE2, "last16"), 1)),
+              {"mask": MASKS["last16"], "no_harm": False, **TABLE2_MODE, **FLOOR}, fmt(delta_avg(TABLE2, "last16"), 1)),
         Check("C5f", f"last16-position-{task}", qa, "masked_position_retention",
               "retention (masked / original accuracy), last eighth masked: at the last gold position − at the first",
               Criterion("greater", 0.0, SIGN + ": hurts 'less so when the answer is in the 20th document'"),
-              {"mask": MASKS["last16"], **FLOOR}, fmt(position_retention(TABLE2, "last16"))),
+              {"mask": MASKS["last16"], **TABLE2_MODE, **FLOOR}, fmt(position_retention(TABLE2, "last16"))),
     ]
 
 
-def qa_masks() -> list:
-    """The query masks the QA checks use (their alternatives too), in the order of ``MASKS``."""
-    used = {a["mask"].name for c in CHECKS for a in (c.args, *c.alternatives.values()) if "mask" in a}
-    return [m for name, m in MASKS.items() if name in used]
+def qa_plan() -> dict[str, list]:
+    """Masking mode -> the query masks the QA checks measure in it (alternatives too), in
+    the order of ``MASKS`` (``ropedim.qa.study.Study``'s plan)."""
+    used = [{**c.args, **a} for c in CHECKS for a in ({}, *c.alternatives.values()) if "mask" in c.args]
+    return {mode: [m for name, m in MASKS.items() if any(u["mask"].name == name and u["mode"] == mode for u in used)]
+            for mode in ("faithful", "fast")}

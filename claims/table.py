@@ -13,12 +13,12 @@ from ropedim.measures import MEASURES
 from ropedim.models import ALIASES
 from ropedim.profiles import PROFILES
 
-from .checks import CHECKS, MASKS, SUBJECT_SLUG, SUBJECTS, TASKS, Check, Identity, QA, Toy, Weights, qa_masks
+from .checks import CHECKS, MASKS, SUBJECT_SLUG, SUBJECTS, TASKS, Check, Identity, QA, Toy, Weights, qa_plan
 from .findings import FINDINGS, Finding, expected, validate as _validate_findings
 from .paper import CLAIMS, Claim
 
 __all__ = ["CLAIMS", "CHECKS", "FINDINGS", "MASKS", "TASKS", "Check", "Claim", "Finding", "Identity", "QA", "Toy",
-           "Weights", "checks_for", "check_by_key", "expected", "qa_masks"]
+           "Weights", "checks_for", "check_by_key", "expected", "qa_plan"]
 
 
 def checks_for(subject_type: type) -> list[Check]:

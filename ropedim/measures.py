@@ -297,24 +297,29 @@ def wq_utility_corr(qa, *, which: str, fraction: float, reading: str, form: str 
 
 # --- §5.2 Table 1 and §5.4 Table 2: masked accuracy --------------------------------
 
-def _correct(qa, mask: QueryMask, mode_tolerance: float):
-    """(correctness {mask: [positions, questions]}, mode of the verdict, its mode check,
-    precondition). A fast-mode run's verdict stands only where faithful − fast lies within
-    ±``mode_tolerance`` points; else it is computed in faithful mode (``fallback``) or
+def _in(qa, mode: str, mask: QueryMask) -> dict:
+    c = qa.correctness(mode)
+    return c if mask.name in c else qa.correctness(mode, [mask.name])
+
+
+def _correct(qa, mask: QueryMask, mode: str, mode_tolerance: float):
+    """(correctness {mask: [positions, questions]}, the mode of the verdict, its mode check,
+    precondition). A fast-mode verdict stands only where faithful − fast lies within
+    ±``mode_tolerance`` points; else it is computed in faithful mode (``fallback``) or is
     inconclusive."""
-    checks = {m.variant: m for m in qa.mode_check()}
-    agreement = checks.get(mask.name)
-    if qa.cfg.mode == "faithful":
-        return qa.correctness("faithful"), "faithful", agreement, None
+    mode = qa.mode_of(mode)
+    agreement = {m.variant: m for m in qa.mode_check()}.get(mask.name)
+    if mode == "faithful":
+        return _in(qa, "faithful", mask), "faithful", agreement, None
     if agreement is not None and agreement.within(mode_tolerance):
-        return qa.correctness("fast"), "fast", agreement, None
-    gap = ("no mode check" if agreement is None else
-           f"faithful − fast = {agreement.difference:.3g} [{agreement.low:.3g}, {agreement.high:.3g}] points")
+        return _in(qa, "fast", mask), "fast", agreement, None
     if qa.cfg.fallback == "faithful":
-        return qa.correctness("faithful"), "faithful (fast not verified)", agreement, None
-    return (qa.correctness("fast"), "fast", agreement,
-            f"fast mode not verified: {gap} is not within ±{mode_tolerance:g} (over {agreement and agreement.questions} "
-            f"questions); the paper's faithful mode is needed")
+        return _in(qa, "faithful", mask), "faithful (fast not verified)", agreement, None
+    gap = ("no mode check" if agreement is None else
+           f"faithful − fast = {agreement.difference:.3g} [{agreement.low:.3g}, {agreement.high:.3g}] points over "
+           f"{agreement.questions} questions")
+    return (_in(qa, "fast", mask), "fast", agreement,
+            f"fast mode not verified: {gap}, not within ±{mode_tolerance:g}; the paper's faithful mode is needed")
 
 
 def _accuracy(qa, correct, mode) -> AccuracyByPosition:
@@ -346,13 +351,13 @@ def _share_masked(qa, mask: QueryMask) -> float:
 
 
 @measure(AccuracyByPosition)
-def masked_accuracy_delta(qa, *, mask: QueryMask, min_accuracy: float, min_share_masked: float,
+def masked_accuracy_delta(qa, *, mask: QueryMask, mode: str, min_accuracy: float, min_share_masked: float,
                           no_harm: bool, mode_tolerance: float, seed: int = 0):
     """C5c/C5e/C5f: masked − original accuracy in points, averaged over gold positions;
     paired per question (all positions together), Tango's interval widened for that
     clustering. ``no_harm``: the claim is that the mask does not hurt, which a mask that
-    changes no answer cannot show."""
-    correct, mode, agreement, not_verified = _correct(qa, mask, mode_tolerance)
+    changes no answer cannot show. ``mode``: the masking the check asks for."""
+    correct, mode, agreement, not_verified = _correct(qa, mask, mode, mode_tolerance)
     base, masked = correct["none"], correct[mask.name]  # [positions, questions]
     d = stats.paired_proportion_difference(base.T, masked.T)
     est = stats.Estimate(100 * d.value, 100 * d.low, 100 * d.high, n=d.n, unit="questions")
@@ -368,13 +373,13 @@ def masked_accuracy_delta(qa, *, mask: QueryMask, min_accuracy: float, min_share
 
 
 @measure(AccuracyByPosition)
-def masked_position_retention(qa, *, mask: QueryMask, min_accuracy: float, min_share_masked: float,
+def masked_position_retention(qa, *, mask: QueryMask, mode: str, min_accuracy: float, min_share_masked: float,
                               mode_tolerance: float, seed: int = 0):
     """C5f: retention (masked / original accuracy) with the gold in the last position minus
     with it in the first; bootstrap over questions. Unlike the difference of accuracy
     changes, it is not the unmasked primacy effect when masking floors accuracy everywhere:
     masked accuracy must be above the floor at one of the two positions."""
-    correct, mode, agreement, not_verified = _correct(qa, mask, mode_tolerance)
+    correct, mode, agreement, not_verified = _correct(qa, mask, mode, mode_tolerance)
     base, masked = correct["none"], correct[mask.name]  # [positions, questions]
 
     def stat(b, m):

@@ -40,8 +40,8 @@ PROFILES = {
         "default",
         ToyConfig(n=200, dim=64, subset=32, lr=1e-2, epochs=8, eval_samples=1024),
         toy_seeds=(0, 1, 2, 3, 4),
-        qa={"synthetic": dict(n=30, k=5, n_analysis=12, batch_size=12, mode="faithful"),
-            "nq": dict(n=24, k=5, n_analysis=12, batch_size=12, mode="faithful")},
+        qa={"synthetic": dict(n=30, k=5, n_analysis=12, batch_size=12),
+            "nq": dict(n=24, k=5, n_analysis=12, batch_size=12)},
     ),
     # for the project's own tests of the plugin: seconds, too small to show anything
     "smoke": Profile("smoke", ToyConfig(n=40, dim=16, subset=8, max_position=64, lr=1e-2, epochs=2,
@@ -50,6 +50,12 @@ PROFILES = {
     "paper": Profile("paper", PAPER, toy_seeds=(0, 1, 2, 3, 4), toy_inits=("1", "1/d"),
                      qa={"synthetic": dict(n=500, k=20, mode="faithful", n_analysis=100, n_mode_check=50),
                          "nq": dict(n=2655, k=20, mode="faithful", n_analysis=100, n_mode_check=50)}),
+    # the paper's size with fast masking where the mode check (150 questions) agrees, else faithful
+    "paper-fast": Profile("paper-fast", PAPER, toy_seeds=(0, 1, 2, 3, 4), toy_inits=("1", "1/d"),
+                          qa={"synthetic": dict(n=500, k=20, mode="table", fallback="faithful", n_analysis=100,
+                                                n_mode_check=150),
+                              "nq": dict(n=2655, k=20, mode="table", fallback="faithful", n_analysis=100,
+                                         n_mode_check=150)}),
 }
 
 

@@ -52,7 +52,7 @@ class Reading:
     rows: str  # "all": every position of the input; "qa": the question-and-answer part
     reduce: str  # "sum": per example the error summed over rows, then the mean over examples; "mean": pooled mean
     site: str  # "pre": u ⊙ q before RoPE; "post": after
-    context_rows: int = 64  # rows="all": context rows sampled to estimate their sum
+    context_rows: int = 32  # rows="all": context rows sampled to estimate their sum
 
     def __post_init__(self):
         if (self.rows, self.reduce, self.site) not in {(r, m, s) for r in ("all", "qa") for m in ("sum", "mean")

@@ -61,14 +61,17 @@ class PlantedQA:
     loaded: models.Loaded
     scores: HeadScores
     correct: dict  # mode -> {mask: [positions, questions]}
-    cfg: QAConfig = field(default_factory=lambda: QAConfig(task="synthetic", k=10))  # positions 1, 5, 10
+    cfg: QAConfig = field(default_factory=lambda: QAConfig(task="synthetic", k=10, mode="faithful"))  # positions 1, 5, 10
     modes: list = field(default_factory=list)  # ModeAgreement rows
 
     def head_scores(self, reading="literal"):
         return self.scores
 
-    def correctness(self, mode=None):
-        return self.correct[mode or self.cfg.mode]
+    def correctness(self, mode, names=None):
+        return self.correct[mode]
+
+    def mode_of(self, mode):
+        return mode if self.cfg.mode == "table" else self.cfg.mode
 
     def mode_check(self):
         return self.modes
@@ -154,7 +157,8 @@ def test_an_unverified_fast_mode_falls_back_to_faithful_or_is_inconclusive(rando
     tolerance: the verdict is computed in faithful mode, or is inconclusive."""
     from ropedim.qa.mode_check import ModeAgreement
     check = next(c for c in _synthetic(("C5e",)) if c.variant.startswith("first16"))
-    qa = _planted(random_smollm2, {"none": 0.6}, retrieval_head=True, cfg=QAConfig(task="synthetic", k=10, mode="fast"))
+    qa = _planted(random_smollm2, {"none": 0.6}, retrieval_head=True,
+                  cfg=QAConfig(task="synthetic", k=10, fallback="faithful"))  # C5e asks for fast mode
     qa.correct["fast"] = _correct(np.random.default_rng(1), {"none": 0.6, "first16": 0.1})  # fast: a collapse
     faithful = _correct(np.random.default_rng(2), {"none": 0.6})  # faithful: no harm (a few answers change)
     faithful["first16"] = faithful["none"].copy()
@@ -163,7 +167,7 @@ def test_an_unverified_fast_mode_falls_back_to_faithful_or_is_inconclusive(rando
     qa.modes = [ModeAgreement("first16", 200, 10.0, 60.0, 50.0, 45.0, 55.0, 0.5, 0.3)]  # the gap it measured
     m = MEASURES[check.measure](qa, seed=0, **check.args)
     assert m.mode == "faithful (fast not verified)" and judge(m.estimate, check.criterion).outcome == SUPPORTED
-    qa.cfg = QAConfig(task="synthetic", k=10, mode="fast", fallback="inconclusive")
+    qa.cfg = QAConfig(task="synthetic", k=10, fallback="inconclusive")
     m = MEASURES[check.measure](qa, seed=0, **check.args)
     v = judge(m.estimate, check.criterion)
     assert m.mode == "fast" and v.outcome == INCONCLUSIVE and "fast mode not verified" in v.reason

@@ -72,8 +72,8 @@ def test_query_rows_are_seeded_and_unbiased():
     assert float(w.sum()) == 320  # weights sum to the number of positions: an unbiased positional sum
     rows, w = query_rows(qa, 300, 320, seed=3)
     assert rows.tolist() == list(range(300, 320)) and bool((w == 1).all())
-    rows, w = query_rows(lit, 40, 50, seed=0)  # a short context: every row, weight 1
-    assert rows.tolist() == list(range(50)) and bool((w == 1).all())
+    rows, w = query_rows(lit, 20, 30, seed=0)  # a short context: every row, weight 1
+    assert rows.tolist() == list(range(30)) and bool((w == 1).all())
 
 
 def test_batched_equals_per_head_loop():
@@ -216,7 +216,7 @@ def test_the_estimate_gives_the_exact_sums_u():
     and no dim crosses 0.5 by more than 0.1."""
     caps, rope = _rope_caps(L=2, H=4, KVH=2, T=200, seed=7)
     exact_rows = torch.arange(200)
-    est = dataclasses.replace(READINGS["literal"], context_rows=64)
+    est = READINGS["literal"]  # its sample: 32 of the 180 context rows
     rows, w = query_rows(est, 180, 200, seed=0)
     cfg = UtilityConfig(max_steps=300)
     exact = utility_scores([prepare((caps, exact_rows), cfg, rope=rope)], cfg, "sum").u

@@ -19,11 +19,11 @@ class QAConfig:
     k: int = 10  # documents per context
     distractors: str = "bm25"  # NQ contexts built from the oracle file: "bm25" | "random"
     max_new_tokens: int = 100  # Liu et al.'s; decoding stops at the first newline
-    mode: str = "faithful"  # masked runs: "faithful" (every position, the paper's) | "fast" (from the question on)
-    fallback: str = "faithful"  # fast mode not verified for a mask: "faithful" (recompute) | "inconclusive"
+    mode: str = "table"  # masking: each check's mode ("table"), or all "faithful" (every position) | all "fast"
+    fallback: str = "inconclusive"  # fast mode not verified for a mask: "faithful" (recompute) | "inconclusive"
     batch_size: int = 4
     n_analysis: int = 12  # questions (each at every gold position) whose q, K, V feed the head scores
-    n_mode_check: int = 4  # questions (at every position) also answered in the other mode
+    n_mode_check: int = 10  # questions (at every position) on which fast-mode masks are checked faithfully
     data: tuple[str, ...] = ()  # lost-in-the-middle files to read instead of building contexts
     seed: int = 0
     utility: UtilityConfig = field(default_factory=UtilityConfig)
@@ -31,8 +31,8 @@ class QAConfig:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode not in ("table", *MODES):
+            raise ValueError(f"mode must be 'table' or one of {MODES}, got {self.mode!r}")
         if self.fallback not in ("faithful", "inconclusive"):
             raise ValueError(f"fallback must be 'faithful' or 'inconclusive', got {self.fallback!r}")
         if self.k < 2 or self.n < 1:

@@ -19,7 +19,7 @@ pytest-xdist workers and later runs share every step.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -47,20 +47,29 @@ class QARun(Protocol):
 
     def head_scores(self, reading: str = PRIMARY) -> HeadScores: ...
 
-    def correctness(self, mode: str | None = None) -> dict[str, np.ndarray]: ...  # mask -> [positions, questions]
+    def correctness(self, mode: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]: ...
+    # mask -> [positions, questions]; ``names`` default: the masks planned in ``mode``
 
     def mode_check(self) -> list[ModeAgreement]: ...
 
 
 class Study:
-    """The cached §5 steps of one model (``loaded``) on one task; ``masks``: the query
-    masks the claims use (the unmasked run is always among them)."""
+    """The cached §5 steps of one model (``loaded``) on one task. ``plan``: the masking
+    mode -> the query masks the claims measure in it ("faithful": at every position;
+    "fast": from the question on); a config mode other than "table" puts every mask in it."""
 
-    def __init__(self, loaded, cfg: QAConfig, masks: Sequence[QueryMask]):
+    def __init__(self, loaded, cfg: QAConfig, plan: Mapping[str, Sequence[QueryMask]]):
         self.loaded, self.cfg = loaded, cfg
-        self.masks = {m.name: m for m in [Unmasked(), *masks]}
+        if cfg.mode != "table":
+            plan = {cfg.mode: [m for ms in plan.values() for m in ms]}
+        self.masks = {m.name: m for ms in plan.values() for m in [Unmasked(), *ms]}
+        self.plan = {mode: ["none", *(m.name for m in ms)] for mode, ms in plan.items() if ms}
         self.fingerprint = model_fingerprint(loaded.model)
         self._scores: dict[str, HeadScores] = {}
+
+    def mode_of(self, mode: str) -> str:
+        """The mode a check asking for ``mode`` is measured in (the config may force one)."""
+        return mode if self.cfg.mode == "table" else self.cfg.mode
 
     def _key(self, kind: str, **more) -> dict:
         return {"model": self.fingerprint, "qa": self.cfg.to_dict(), "code": CODE_VERSION, "kind": kind, **more}
@@ -82,7 +91,7 @@ class Study:
             def compute():
                 qs, items = self.qaset, analysis_items(self.qaset, self.cfg.n_analysis)
                 n = min(self.cfg.n_analysis, len(qs.audit.kept))  # the rest come with step 4
-                none = answer(self.loaded, qs, {"none": None}, self.cfg.mode, questions=n)["none"]
+                none = answer(self.loaded, qs, {"none": None}, "fast", questions=n)["none"]  # both modes agree
                 return head_scores(self.loaded, qs, items, none, self.cfg.utility, r)
             self._scores[reading] = cache.cached("scores", self._key("scores", reading=r.__dict__), compute)
         return self._scores[reading]
@@ -93,29 +102,35 @@ class Study:
         return m.build(self.loaded.anatomy, self.head_scores(m.reading) if m.needs_scores else None)
 
     # 4. answers under every mask, and their correctness
-    def answers(self, names: Sequence[str], mode: str | None = None, questions: int | None = None):
-        return answer(self.loaded, self.qaset, {n: self.mask_tensor(n) for n in names},
-                      mode or self.cfg.mode, questions)
+    def answers(self, names: Sequence[str], mode: str, questions: int | None = None):
+        return answer(self.loaded, self.qaset, {n: self.mask_tensor(n) for n in names}, mode, questions)
 
-    def correctness(self, mode: str | None = None) -> dict[str, np.ndarray]:
-        """Correctness under every mask in ``mode`` (the run's by default), computed once:
-        one sweep whose batches the xdist workers split."""
-        mode = mode or self.cfg.mode
-        names = list(self.masks)
+    def correctness(self, mode: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Correctness under the masks (``names``; default: those planned in ``mode``, and
+        the unmasked run) in ``mode``, computed once: one sweep whose batches the xdist
+        workers split."""
+        names = list(dict.fromkeys(["none", *(names if names is not None else self.plan.get(mode, []))]))
         key = self._key("correct", mode=mode, masks=self._masks_spec(names))
         return cache.cached("correct", key, lambda: correctness(self.answers(names, mode), self.qaset),
                             unlocked=lambda: self.answers(names, mode))
 
     # 5. the masking mode, checked
     def mode_check(self) -> list[ModeAgreement]:
-        n = None if self.cfg.mode == "faithful" else self.cfg.n_mode_check
-        names = [name for name, m in self.masks.items() if not isinstance(m, Unmasked)]
-        if n == 0 or not names:
-            return []
-        key = self._key("mode_check", masks=self._masks_spec(names), questions=n)
-        compute = lambda: fast_vs_faithful(self.loaded, self.qaset, {v: self.mask_tensor(v) for v in names}, n)
-        other = "fast" if self.cfg.mode == "faithful" else "faithful"
-        return cache.cached("mode_check", key, compute, unlocked=lambda: self.answers(names, other, n))
+        """Faithful − fast per mask: the fast-mode masks on the first ``n_mode_check``
+        questions (faithful answers are the cost), the faithful-mode ones on every question
+        (fast answers are cheap)."""
+        out = []
+        for mode, n in (("fast", self.cfg.n_mode_check), ("faithful", None)):
+            names = [v for v in self.plan.get(mode, []) if v != "none"]
+            if not names or n == 0:
+                continue
+            other = "faithful" if mode == "fast" else "fast"
+            key = self._key("mode_check", masks=self._masks_spec(names), questions=n)
+            compute = lambda names=names, n=n: fast_vs_faithful(
+                self.loaded, self.qaset, {v: self.mask_tensor(v) for v in names}, n)
+            out += cache.cached("mode_check", key, compute,
+                                unlocked=lambda names=names, n=n, other=other: self.answers(names, other, n))
+        return out
 
     def describe(self) -> dict:
         """The run's configuration, for every record of this model and task."""
