@@ -15,6 +15,7 @@ changes). Trained toys replicate over seeds (:func:`t_interval`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -182,8 +183,13 @@ def spearman_null_quantiles(ranks: np.ndarray, quantiles=(0.95, 0.99), n_perm: i
                             seed: int = 0) -> dict[float, float]:
     """Quantiles of Spearman(ranks, curve) when the curve has no order over ``ranks`` (its
     values permuted at random: what an untrained model's iid rows give)."""
+    return dict(_null(tuple(np.asarray(ranks).tolist()), tuple(quantiles), n_perm, seed))
+
+
+@functools.lru_cache(maxsize=32)
+def _null(ranks: tuple, quantiles: tuple, n_perm: int, seed: int) -> tuple:
     rng = _rng(seed)
     r = sps.rankdata(ranks)
     v = np.arange(len(ranks), dtype=float)
     reps = np.array([_pearson(r, sps.rankdata(rng.permutation(v))) for _ in range(n_perm)])
-    return {q: float(np.quantile(reps, q)) for q in quantiles}
+    return tuple((q, float(np.quantile(reps, q))) for q in quantiles)

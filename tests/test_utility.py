@@ -224,3 +224,19 @@ def test_the_estimate_gives_the_exact_sums_u():
     assert float((exact - sampled).abs().mean()) < 0.02, (exact - sampled).abs().mean()
     crossed = ((exact < 0.5) != (sampled < 0.5)) & ((exact - 0.5).abs() > 0.1)
     assert not bool(crossed.any())
+
+
+def test_before_rope_parts_match_every_architecture():
+    """On every tiny architecture (llama3 θ scaling, q/k norms before RoPE, sliding windows
+    with two bases, partial rotary), the pre-RoPE query captured from the model, rotated by
+    the anatomy's θ (A + B), is the model's own post-RoPE query."""
+    from ropedim.models import TINY_MODELS
+
+    for name in TINY_MODELS:
+        lo = load_cached(name)
+        ids = torch.randint(3, 259, (1, 30), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad(), capture(lo.model, keep=("q_pre", "q", "k", "v")) as cap:
+            lo.model(ids)
+        q_pos = torch.arange(10, 30)
+        pre, post = prepare((dict(cap), q_pos), rope=RoPE.of(lo.anatomy)), prepare((dict(cap), q_pos))
+        torch.testing.assert_close(pre.qa + pre.qb, post.qa, atol=1e-5, rtol=1e-4, msg=name)
