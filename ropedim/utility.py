@@ -73,12 +73,12 @@ PRIMARY = "literal"
 @dataclass(frozen=True)
 class UtilityConfig:
     """Optimiser settings (the paper gives none); ``seed`` drives the sampled context rows.
-    On SmolLM2 (6 layers, 38 queries, T = 2573, pooled mean), lr 0.01 / 0.02 / 0.05 with
-    these stop rules landed within mean |Δu| < 0.01 of a long run (lr 0.01, tol 1e-5,
-    2000 steps)."""
+    lr 0.05 and 0.02 give the same u under the literal reading (SmolLM2, synthetic task,
+    36 examples: mean |Δu| 0.0007, 0.02% of dims on the other side of 0.5); earlier, under
+    the pooled mean, lr 0.01 / 0.02 / 0.05 landed within mean |Δu| < 0.01 of a long run."""
 
     alpha: float | None = None  # None: 1/Dh, the paper's α = 1/(2D)
-    lr: float = 0.02  # Adam step; u moves ~lr per step
+    lr: float = 0.05  # Adam step; u moves ~lr per step
     max_steps: int = 500
     tol: float = 1e-3  # relative range of the objective over `patience` steps
     patience: int = 30
