@@ -29,6 +29,7 @@ from torch import nn
 
 from .anatomy import attention_configs, attention_modules, mask_shape, q_pre_module
 from .capture import Capture, LayerCapture
+from .devices import input_device
 
 __all__ = ["routed", "capture", "masked", "kernel"]
 
@@ -215,7 +216,7 @@ def masked(model: nn.Module, mask: torch.Tensor, from_position: int | None = Non
     pre-RoPE query; keys and values are never touched (§5.2/§5.4: "mask ... dimensions of
     the query"). GQA: the mask is per query head; the shared KV head is unchanged.
     """
-    mask = torch.as_tensor(mask)
+    mask = torch.as_tensor(mask, device=input_device(model))
     per_row = variant_of_row is not None
     with routed(model) as attns:
         if tuple(mask.shape[1:] if per_row else mask.shape) != mask_shape(model):
@@ -229,7 +230,7 @@ def masked(model: nn.Module, mask: torch.Tensor, from_position: int | None = Non
 
             def pre(mod, query, key, value, kw, m=m):
                 mm = m.to(query.device, query.dtype)
-                mm = mm[variant_of_row()][:, :, None, :] if per_row else mm[None, :, None, :]
+                mm = mm[variant_of_row().to(mm.device)][:, :, None, :] if per_row else mm[None, :, None, :]
                 if from_position is None:
                     return query * mm
                 sel = (_positions(kw, query, key) >= from_position)[:, None, :, None]

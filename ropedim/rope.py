@@ -115,8 +115,8 @@ def first_last_mask(rank: torch.Tensor, which: str, k: int) -> torch.Tensor:
     head_dim = rank.numel()
     if not 0 <= k <= head_dim or k % 2:
         raise ValueError(f"k must be an even number in [0, {head_dim}], got {k}")
-    paper_pos = torch.empty(head_dim, dtype=torch.long)
-    paper_pos[storage_order(rank)] = torch.arange(head_dim)
+    paper_pos = torch.empty(head_dim, dtype=torch.long, device=rank.device)
+    paper_pos[storage_order(rank)] = torch.arange(head_dim, device=rank.device)
     if which == "first":
         return paper_pos < k
     if which == "last":

@@ -67,7 +67,9 @@ class UtilityResult:
 
 @dataclass
 class _Example:
-    """One example, heads grouped by KV head: n = L * KVH groups of G = H // KVH heads."""
+    """One example, heads grouped by KV head: n = L * KVH groups of G = H // KVH heads.
+    K and V keep the captures' dtype (bfloat16 models made them in it: lossless), the rest
+    is float32; the solver upcasts each chunk on its own device."""
 
     qs: torch.Tensor  # [N, B, G, Tq, Dh] query with the scaling folded in
     kt: torch.Tensor  # [N, B, Dh, T]
@@ -77,22 +79,29 @@ class _Example:
     n_layers: int
     target: torch.Tensor | None = None  # [N, B, G, Tq, Dh] Attn(q, K, V)
 
+    def to(self, device) -> "_Example":
+        """The example on ``device`` (e.g. the CPU, to wait there for the solver)."""
+        mv = lambda x: None if x is None else x.to(device)
+        return _Example(mv(self.qs), mv(self.kt), mv(self.v), mv(self.bias), self.t0, self.n_layers, mv(self.target))
 
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x[idx] along dim 0; a view when idx is a contiguous run."""
+
+def _take(x: torch.Tensor, idx: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """x[idx] along dim 0 (a view when idx is a contiguous run), as float32 on the device
+    of ``like`` when given."""
     a, n = int(idx[0]), idx.numel()
-    return x[a:a + n] if int(idx[-1]) - a + 1 == n else x[idx]
+    x = x[a:a + n] if int(idx[-1]) - a + 1 == n else x[idx.to(x.device)]
+    return x if like is None else x.to(like.device, torch.float32)
 
 
 def _forward(ex: _Example, u: torch.Tensor, idx: torch.Tensor):
     """Attn(q ⊙ u, K, V) of the groups ``idx``; u [n, G, Dh].
 
     Returns out [n, B, G, Tq, Dh], p [n, B, G*Tq, T] and the gathered qs, kt, v."""
-    qs, kt, v = _take(ex.qs, idx), _take(ex.kt, idx), _take(ex.v, idx)
+    qs, kt, v = _take(ex.qs, idx, u), _take(ex.kt, idx, u), _take(ex.v, idx, u)
     n, B, G, Tq, Dh = qs.shape
     qu = (qs * u[:, None, :, None, :]).view(n, B, G * Tq, Dh)
     logits = (qu @ kt).view(n, B, G, Tq, -1)  # [n, B, G, Tq, T]
-    logits[..., ex.t0:] += _take(ex.bias, idx)[:, :, None]
+    logits[..., ex.t0:] += _take(ex.bias, idx, u)[:, :, None]
     p = logits.softmax(-1).view(n, B, G * Tq, -1)  # every query sees itself: no empty row
     return (p @ v).view(n, B, G, Tq, Dh), p, qs, kt, v
 
@@ -104,7 +113,7 @@ def _error_and_grad(ex: _Example, u: torch.Tensor, idx: torch.Tensor, n_q: int, 
     dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dO ⊙ O)), du = Σ_t q ⊙ (dS K).
     """
     out, p, qs, kt, v = _forward(ex, u, idx)
-    diff = out - _take(ex.target, idx)  # [n, B, G, Tq, Dh]
+    diff = out - _take(ex.target, idx, u)  # [n, B, G, Tq, Dh]
     err = diff.pow(2).sum((1, 3, 4)) / n_q
     if not grad:
         return err, None
@@ -150,31 +159,35 @@ def _prepare(captures: list[LayerCapture], q_pos: torch.Tensor, cfg: UtilityConf
     L, B, H, Tq, Dh = qs.shape
     qs = qs.view(L, B, KVH, H // KVH, Tq, Dh).transpose(1, 2).reshape(L * KVH, B, H // KVH, Tq, Dh)
     t_eff = int(q_pos.max()) + 1  # keys after the last query are never seen
-    kv = lambda name: torch.stack([getattr(c, name)[:, :, :t_eff].float() for c in captures])
+    kv = lambda name: torch.stack([getattr(c, name)[:, :, :t_eff] for c in captures])  # the model's dtype
     kt = kv("k").transpose(1, 2).reshape(L * KVH, B, t_eff, Dh).transpose(-1, -2).contiguous()
     v = kv("v").transpose(1, 2).reshape(L * KVH, B, t_eff, Dh).contiguous()
-    bias = torch.stack([key_bias(q_pos, t_eff, c.window) for c in captures])
+    bias = torch.stack([key_bias(q_pos.to(qs.device), t_eff, c.window) for c in captures])
     masked = bias.isinf().any(0).any(0).nonzero()  # key columns masked for some query
     t0 = int(masked[0]) if masked.numel() else t_eff
     bias = bias[:, :, t0:].repeat_interleave(KVH, 0)[:, None]  # [N, 1, Tq, T - t0]
     ex = _Example(qs, kt, v, bias, t0, L)
-    ones = torch.ones(cfg.groups_per_chunk or L * KVH, H // KVH, Dh)
+    ones = torch.ones(cfg.groups_per_chunk or L * KVH, H // KVH, Dh, device=qs.device)
     ex.target = torch.cat([_forward(ex, ones[: idx.numel()], idx)[0]
-                           for idx in torch.arange(L * KVH).split(ones.shape[0])])
+                           for idx in torch.arange(L * KVH, device=qs.device).split(ones.shape[0])])
     return ex
 
 
-def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfig()) -> UtilityResult:
+def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfig(),
+                   device=None) -> UtilityResult:
     """Eq. 4 for all heads of all layers at once.
 
     examples: a list of (captures, q_pos), of captures alone (then their own ``q_pos``) or
     of ``prepare``d examples (prepared with the same config);
     captures: per layer a ``ropedim.capture.LayerCapture`` with q [B, H, Tq or T, Dh], k, v
     [B, KVH, T, Dh], scaling, window. q_pos: the query positions entering Eq. 4 (the
-    caller's choice; the pipeline passes the question and output part).
+    caller's choice; the pipeline passes the question and output part). The optimisation
+    runs in float32 on ``device`` (default: the first example's); examples elsewhere (the
+    CPU, where memory ran short) are moved there chunk by chunk. Results are on the CPU.
     """
     cfg = config
     exs = [e if isinstance(e, _Example) else prepare(e, cfg) for e in examples]
+    dev = torch.device(device) if device is not None else exs[0].qs.device
     L = exs[0].n_layers
     N, _, G, _, Dh = exs[0].qs.shape
     n_q = sum(e.qs.shape[1] * e.qs.shape[3] for e in exs)  # queries pooled over examples
@@ -183,7 +196,7 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
     b1, b2 = cfg.betas
 
     def error(u: torch.Tensor, groups: torch.Tensor, grad: bool):
-        err, g = torch.zeros(N, G), torch.zeros(N, G, Dh)
+        err, g = torch.zeros(N, G, device=dev), torch.zeros(N, G, Dh, device=dev)
         for idx in groups.split(chunk):
             for e in exs:
                 d, dg = _error_and_grad(e, u[idx], idx, n_q, grad)
@@ -192,10 +205,10 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
                     g[idx] += dg
         return err, g
 
-    u = torch.ones(N, G, Dh)  # heads grouped by KV head; [L, H, Dh] on return
+    u = torch.ones(N, G, Dh, device=dev)  # heads grouped by KV head; [L, H, Dh] on return
     m, v2 = torch.zeros_like(u), torch.zeros_like(u)
-    steps = torch.zeros(N, G, dtype=torch.long)
-    active = torch.ones(N, G, dtype=torch.bool)
+    steps = torch.zeros(N, G, dtype=torch.long, device=dev)
+    active = torch.ones(N, G, dtype=torch.bool, device=dev)
     hist = []  # objective [N, G] of the last `patience` + 1 steps
     bar = tqdm(total=cfg.max_steps, desc=f"utility (Eq. 4), {N * G} heads", disable=N * G < 16)
     with torch.no_grad():
@@ -219,9 +232,9 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
             v2 = torch.where(a, b2 * v2 + (1 - b2) * g * g, v2)
             upd = cfg.lr * (m / (1 - b1**t)) / ((v2 / (1 - b2**t)).sqrt() + cfg.eps)
             u = torch.where(a, (u - upd).clamp(0.0, 1.0), u)
-        err, _ = error(u, torch.arange(N), False)
+        err, _ = error(u, torch.arange(N, device=dev), False)
     bar.close()
-    lh = lambda x: x.reshape(L, -1, *x.shape[2:])  # [N, G, ...] -> [L, H, ...]
+    lh = lambda x: x.reshape(L, -1, *x.shape[2:]).cpu()  # [N, G, ...] -> [L, H, ...]
     return UtilityResult(lh(u), lh(err + alpha * u.sum(-1)), lh(err), lh(steps), lh(~active))
 
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from .. import prompts as P
 from ..capture import Capture
 from ..hooks import capture
+from ..memory import ExamplePlacer
 from ..retrieval import average_scores, retrieval_scores
 from ..utility import UtilityConfig, prepare, utility_scores
 from .dataset import QASet
@@ -64,9 +65,10 @@ def head_scores(loaded, qaset: QASet, items: list[tuple[int, int]], answers_none
     Eq. 4 as it is captured and its capture dropped (long examples fit in memory)."""
     kept = qaset.audit.kept
     prepared, retrieval = [], []
+    place = ExamplePlacer(loaded.model, qaset.audit.tokens_max + qaset.cfg.max_new_tokens)  # GPU, then CPU
     for pos, i in tqdm(items, desc="capture q, K, V"):
         ex = capture_example(loaded, qaset.prompts[pos][i], answers_none[pos][kept.index(i)])
         retrieval.append(retrieval_scores(ex.capture, None, ex.context, bos_index=ex.bos_index))
-        prepared.append(prepare(dict(ex.capture), utility))
-    u = utility_scores(prepared, utility)
+        prepared.append(place(prepare(dict(ex.capture), utility)))
+    u = utility_scores(prepared, utility, device=loaded.device)
     return HeadScores(average_scores(retrieval), u.u, u.converged, u.error, len(items))
