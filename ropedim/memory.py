@@ -5,8 +5,8 @@ What one sequence of T tokens costs (``Footprint``, from the config; dtype bytes
 
 - its KV cache: ``kv_per_token`` = 2 (K and V) × layers × KV heads × head dim × b per token;
 - the activations of a forward pass over it: ``act_per_token`` = b × (4 × hidden +
-  3 × intermediate) + 4 × vocab / T (float32 logits of the last token) per token, one layer
-  at a time (the model's own attention on a GPU is a fused kernel: no T × T scores);
+  3 × intermediate) per token, one layer at a time (the model's own attention on a GPU is a
+  fused kernel: no T × T scores), and the last token's float32 logits (4 × vocab);
 - a fast-sweep context (``ropedim.shared_prefix``): its prefix keys and values twice (the
   prefix-tree segments and their gathered copy) and the V variants' suffixes;
 - an Eq. 4 example (``ropedim.utility.prepare``): K and V of every layer in the model's
