@@ -145,3 +145,30 @@ def test_scores_and_verdict_inputs_agree(pair):
         mf, mb = mask.build(f.anatomy, sf), mask.build(b.anatomy, sb)
         assert torch.equal(mf[~near.expand_as(mf)], mb[~near.expand_as(mb)]), mask.name
         assert near.float().mean() <= NEAR_SHARE, f"{mask.name}: too many heads / dims near the threshold to compare"
+
+
+@pytest.mark.parametrize("alias, tiny", [("llama", "tiny-llama"), ("qwen", "tiny-qwen2"), ("olmo", "tiny-olmo2")])
+def test_the_paper_aliases_in_bf16_with_their_prompts(alias, tiny, tmp_path, monkeypatch):
+    """A paper alias from $ROPEDIM_MODELS (here its architecture's tiny config) in bf16:
+    the App. B prompt of its family, both sweeps and a capture run; the fast sweep's
+    answers keep the float32 model's tokens as above."""
+    from ropedim.generation import sweep
+    from ropedim.models import PAPER_MODELS
+    from ropedim.qa_data import synthetic_task
+
+    f = load(tiny)
+    f.model.save_pretrained(tmp_path / PAPER_MODELS[alias].hf_id.split("/")[-1])
+    f.tokenizer.save_pretrained(tmp_path / PAPER_MODELS[alias].hf_id.split("/")[-1])
+    monkeypatch.setenv("ROPEDIM_MODELS", str(tmp_path))
+    b = load(alias, dtype=torch.bfloat16)
+    assert (b.kind, b.prompt_style) == ("paper", alias) and next(b.model.parameters()).dtype == torch.bfloat16
+    ps = build_prompts(synthetic_task(2, 2, 0, seed=0), alias, b.tokenizer)
+    m = _mask(b)
+    for mode in ("fast", "faithful"):
+        got = sweep(b, None, ps, {"none": None, "m": m}, mode, N_NEW, batch_size=2, cache=False)
+        assert all(isinstance(x, str) for v in got.values() for x in v)
+    assert capture_example(b, ps[0], "x").capture[0].q.dtype == torch.bfloat16
+    with torch.inference_mode():
+        masks = torch.stack([torch.ones_like(m), m])
+        tokens = _decode(_fast(f, ps, masks), N_NEW)
+        assert (_decode(_fast(b, ps, masks), N_NEW, tokens) == tokens).float().mean() >= TOKEN_AGREEMENT
