@@ -7,6 +7,7 @@ from hypothesis import settings
 pytest_plugins = [
     "fixtures.options",  # --model, --profile, ... and the session settings
     "fixtures.toy",  # trained toys (§4)
+    "fixtures.devices",  # one GPU per xdist worker; -n auto = one worker per GPU
     "fixtures.models",  # models by alias
     "fixtures.qa",  # one model on one QA task (§5)
     "fixtures.parametrize",  # claim tests generated from the claims table

@@ -10,6 +10,10 @@ second, the ratio and how often the two give the same first line. Run::
     PYTHONPATH=. python benchmarks/bench_generation.py --model smollm2 --n 8 --k 20
 
 On a CPU shared with other jobs, ``--threads 1`` (the default) is much faster than 2.
+
+``--kernels`` times the fast sweep instead with its portable shared-context kernel
+(``ropedim.attention.sdpa_with_lse``, CPU and CUDA) and with the CPU-only fused kernel it
+replaced (``cpu_flash_sdpa_with_lse``), on the same prompts, and prints the ratio.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ def main(argv=None) -> None:
     ap.add_argument("--head-fraction", type=float, default=0.25,
                     help="fraction of heads masked, at random (default: 0.25)")
     ap.add_argument("--faithful", action="store_true", help="also time faithful mode")
+    ap.add_argument("--kernels", action="store_true",
+                    help="compare the fast sweep's shared-context kernels (portable vs the old CPU-only one) "
+                         "instead of fast vs the plain loop")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -66,10 +73,15 @@ def main(argv=None) -> None:
     print(f"{len(prompts)} prompts x {len(variants)} variants = {n_gen} answers; "
           f"mean prompt {sum(len(tokenize_prompt(p, tok).input_ids) for p in prompts) / len(prompts):.0f} tokens")
 
-    t0 = time.perf_counter()
-    fast = sweep(lm, tok, prompts, variants, mode="fast", max_new_tokens=args.max_new_tokens,
-                 batch_size=args.batch_size, cache=False)
-    t_fast = time.perf_counter() - t0
+    def run_fast(clock=time.perf_counter):
+        t0 = clock()
+        out = sweep(lm, tok, prompts, variants, mode="fast", max_new_tokens=args.max_new_tokens,
+                    batch_size=args.batch_size, cache=False)
+        return out, clock() - t0
+
+    if args.kernels:
+        return _compare_kernels(run_fast, n_gen)
+    fast, t_fast = run_fast()
 
     t0 = time.perf_counter()
     loop = {name: [] for name in variants}
@@ -97,6 +109,28 @@ def main(argv=None) -> None:
         print(f"faithful:   {t_f:7.1f} s  {n_gen / t_f:6.2f} answers/s")
     print(f"same first line: {same}/{n_gen}")
     print(f"ratio plain loop / fast: {t_loop / t_fast:.1f}x")
+
+
+def _compare_kernels(run_fast, n_gen: int) -> None:
+    """The two kernels in the order portable, old, old, portable (a load that drifts
+    during the run weighs on both alike); the times are the sums of two runs each, in CPU
+    seconds of this process (on a CPU shared with other jobs wall time mostly measures them)."""
+    from unittest import mock
+
+    from ropedim import shared_prefix
+    from ropedim.attention import cpu_flash_sdpa_with_lse
+
+    def old():
+        with mock.patch.object(shared_prefix, "sdpa_with_lse", cpu_flash_sdpa_with_lse):
+            return run_fast(time.process_time)
+
+    (a, t1), (b, t2), (_, t3), (_, t4) = run_fast(time.process_time), old(), old(), run_fast(time.process_time)
+    t_new, t_old = t1 + t4, t2 + t3
+    same = sum(x == y for v in a for x, y in zip(a[v], b[v]))
+    print(f"fast sweep, portable kernel:     {t1:6.1f} + {t4:6.1f} CPU s  {2 * n_gen / t_new:6.2f} answers per CPU s")
+    print(f"fast sweep, old CPU-only kernel: {t2:6.1f} + {t3:6.1f} CPU s  {2 * n_gen / t_old:6.2f} answers per CPU s")
+    print(f"same answers: {same}/{n_gen}")
+    print(f"ratio old / portable: {t_old / t_new:.2f}x")
 
 
 def _FirstLine(tok, n0):

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from .devices import input_device
 from .hooks import masked
 from .shared_prefix import SharedPrefix, attending, prefill
 
@@ -33,16 +34,17 @@ class Answer(str):
         return obj
 
 
-def left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [B, T] left-padded with ``pad`` and their attention mask [B, T]."""
+def left_pad(seqs: Sequence[Sequence[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, T] left-padded with ``pad`` and their attention mask [B, T], on
+    ``device`` (default: the CPU)."""
     n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    ids = torch.full((len(seqs), n), pad, dtype=torch.long, device="cpu")
+    mask = torch.zeros((len(seqs), n), dtype=torch.long, device="cpu")
     for i, s in enumerate(seqs):
         if len(s):
-            ids[i, n - len(s):] = torch.tensor(s)
+            ids[i, n - len(s):] = torch.tensor(s, device="cpu")
             mask[i, n - len(s):] = 1
-    return ids, mask
+    return ids.to(device or "cpu"), mask.to(device or "cpu")
 
 
 def eos_ids(model, tokenizer) -> set[int]:
@@ -62,7 +64,8 @@ class Padded:
     tokens; the query mask ``qmask`` [L, H, Dh] applies from ``from_position`` on."""
 
     def __init__(self, model, ids, mask, qmask=None, from_position=None):
-        self.model, self.ids, self.mask, self.past = model, ids, mask, None
+        dev = input_device(model)
+        self.model, self.ids, self.mask, self.past = model, ids.to(dev), mask.to(dev), None
         self.qmask, self.from_position = qmask, from_position
 
     def _forward(self, ids, n_new):
@@ -101,8 +104,9 @@ class SharedContext:
         ctx = (masked(model, masks[0], before_rope=before_rope) if masked_prefill else contextlib.nullcontext())
         with ctx:
             keys, values, pre_pos = prefill(model, contexts)
+        q_ids, q_mask = q_ids.to(pre_pos.device), q_mask.to(pre_pos.device)
         q_pos = torch.where(q_mask.bool(), (pre_pos >= 0).sum(-1, keepdim=True) + q_mask.cumsum(-1) - 1, -1)
-        rows = torch.arange(len(contexts) * n_var)
+        rows = torch.arange(len(contexts) * n_var, device=pre_pos.device)
         self.state = SharedPrefix(keys, values, pre_pos, n_var, rows, q_pos[:, :0].repeat_interleave(n_var, 0),
                                   capacity=q_ids.shape[1] + max_new_tokens)
         self.ids, self.q_pos = q_ids.repeat_interleave(n_var, 0), q_pos.repeat_interleave(n_var, 0)
@@ -142,7 +146,7 @@ def greedy(decoder, tokenizer, eos: set[int], n_rows: int, max_new_tokens: int) 
         if not alive or step == max_new_tokens - 1:
             break
         if len(alive) < len(rows):  # drop finished rows from the batch and its cache
-            keep = torch.tensor(alive)
+            keep = torch.tensor(alive, device=nxt.device)
             decoder.keep(keep)
             nxt, rows = nxt[keep], [rows[j] for j in alive]
         nxt = decoder.next(nxt)

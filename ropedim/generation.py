@@ -12,7 +12,9 @@ again". ``sweep`` answers the same prompts under several mask variants:
   or value before t), not ``faithful``; the report shows how far the two are apart.
 
 Cache key per answer: model class, name and weights, prompt text, max_new_tokens, dtype,
-mask and mode. The batch size is not in the key: padding only changes float rounding.
+mask and mode. The batch size is not in the key: padding only changes float rounding. On a
+GPU the batch size is at most what fits (``ropedim.memory``; a prompt that cannot fit is an
+error before the first batch).
 Batches are fixed over all prompts, so cached or not a prompt is answered in the same
 batch; processes that need the same batches (pytest-xdist workers) split them
 (``ropedim.cache.share_work``).
@@ -30,8 +32,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ropedim import cache as disk
+from ropedim import memory
 from ropedim.anatomy import mask_shape
 from ropedim.decode import Answer, Padded, SharedContext, eos_ids, greedy, left_pad, pad_id
+from ropedim.devices import input_device
 from ropedim.hooks import BeforeRoPE
 from ropedim.prompts import Prompt, encode
 
@@ -151,11 +155,13 @@ def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_t
     texts = [p.text if isinstance(p, Prompt) else p for p in prompts]
     specs = [_spec(model, fp, t, max_new_tokens, mask, "faithful", from_position) for t in texts]
     out = [None] * len(texts)
+    longest = lambda: max(len(encode(t, tokenizer)[0]) for t in texts)
+    batch_size = memory.generation_batch(model, batch_size, longest, max_new_tokens)  # GPU: planned, or an error
     batches = _batches(sorted(range(len(texts)), key=lambda i: len(texts[i])), batch_size)  # less padding
 
     def work(b, _names):
         batch = batches[b]
-        ids, attn = left_pad([encode(texts[i], tokenizer)[0] for i in batch], pad_id(tokenizer))
+        ids, attn = left_pad([encode(texts[i], tokenizer)[0] for i in batch], pad_id(tokenizer), input_device(model))
         answers = greedy(Padded(model, ids, attn, mask, from_position), tokenizer, eos_ids(model, tokenizer),
                          len(batch), max_new_tokens)
         for i, a in zip(batch, answers):
@@ -187,6 +193,8 @@ def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[
 
     specs = {name: [spec(p, q, m) for p, (_, q) in zip(prompts, enc)] for name, m in variants.items()}
     out = {name: [None] * len(prompts) for name in variants}
+    batch_size = memory.sweep_batch(model, batch_size, max(q for _, q in enc),
+                                    max(len(ids) - q for ids, q in enc) + max_new_tokens, len(variants))
     # contexts sharing a prefix side by side
     batches = _batches(sorted(range(len(prompts)), key=lambda i: enc[i][0][:enc[i][1]]), batch_size)
     pad, eos = pad_id(tokenizer), eos_ids(model, tokenizer)
@@ -195,10 +203,12 @@ def sweep(loaded_model, tokenizer, prompts: Sequence[Prompt], variants: Mapping[
     def decode(batch, names, faithful: bool):
         """Answers [len(batch) * len(names)] (row j * V + v), one shared prefill (``faithful``:
         under the only variant's mask)."""
+        dev = input_device(model)
         plain = [variants[v].mask if isinstance(variants[v], BeforeRoPE) else variants[v] for v in names]
-        masks = torch.stack([torch.ones(shape) if m is None else torch.as_tensor(m).float() for m in plain])
-        before = torch.tensor([isinstance(variants[v], BeforeRoPE) for v in names])
-        q_ids, q_mask = left_pad([enc[i][0][enc[i][1]:] for i in batch], pad)
+        masks = torch.stack([torch.ones(shape, device=dev) if m is None else torch.as_tensor(m, device=dev).float()
+                             for m in plain])
+        before = torch.tensor([isinstance(variants[v], BeforeRoPE) for v in names], device=dev)
+        q_ids, q_mask = left_pad([enc[i][0][enc[i][1]:] for i in batch], pad, dev)
         with torch.inference_mode():
             decoder = SharedContext(model, [enc[i][0][:enc[i][1]] for i in batch], q_ids, q_mask, masks,
                                     max_new_tokens, before, masked_prefill=faithful)

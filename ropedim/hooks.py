@@ -31,6 +31,7 @@ from torch import nn
 
 from .anatomy import Anatomy, anatomy_of, attention_configs, attention_modules, mask_shape, q_pre_module
 from .capture import Capture, LayerCapture
+from .devices import input_device
 from .rope import pair_partner, rotate_storage, storage_cos_sin
 
 __all__ = ["routed", "capture", "masked", "kernel", "BeforeRoPE"]
@@ -244,9 +245,9 @@ def masked(model: nn.Module, mask, from_position: int | None = None,
     """
     if isinstance(mask, BeforeRoPE):
         mask, before_rope = mask.mask, True
-    mask = torch.as_tensor(mask)
+    mask = torch.as_tensor(mask, device=input_device(model))
     per_row = variant_of_row is not None
-    pre = torch.as_tensor(before_rope, dtype=torch.bool).reshape(-1)  # [V] or [1]
+    pre = torch.as_tensor(before_rope, dtype=torch.bool, device="cpu").reshape(-1)  # [V] or [1], flags
     with routed(model) as attns:
         if tuple(mask.shape[1:] if per_row else mask.shape) != mask_shape(model):
             raise ValueError(f"mask shape {tuple(mask.shape)} != {'[V, ' if per_row else '['}L, H, Dh] "
@@ -259,8 +260,8 @@ def masked(model: nn.Module, mask, from_position: int | None = None,
                 continue
             rotate = None
             if a is not None:
-                asym = torch.tensor([_pair_asymmetric(mv, pair_partner(a.head_dim, a.rotary_dim))
-                                     for mv in (m if per_row else m[None])])
+                partner = pair_partner(a.head_dim, a.rotary_dim, m.device)
+                asym = torch.tensor([_pair_asymmetric(mv, partner) for mv in (m if per_row else m[None])], device="cpu")
                 if bool((asym & pre).any()):
                     rotate = (a.theta[i], a.rotary_dim, asym & pre)
             fns[i] = _query_mask(m, per_row, variant_of_row, from_position, rotate)
@@ -271,7 +272,7 @@ def masked(model: nn.Module, mask, from_position: int | None = None,
 def _query_mask(m, per_row, variant_of_row, from_position, rotate):
     """The pre hook of one layer: query [B, H, S, Dh] -> masked query."""
     def pre(mod, query, key, value, kw):
-        rows = variant_of_row() if per_row else None
+        rows = variant_of_row().to(query.device) if per_row else None
         mm = m.to(query.device, query.dtype)
         mm = mm[rows][:, :, None, :] if per_row else mm[None, :, None, :]  # [B or 1, H, 1, Dh]
         out = query * mm

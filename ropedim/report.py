@@ -30,7 +30,7 @@ def write(records: list[ClaimRecord], report_dir: Path, claims: dict) -> list[Pa
     merged = {r.test_id: r for r in load(json_path)}
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for r in records:
-        r.run_at = now
+        r.run_at = r.run_at or now  # a merged record keeps its run's time
         merged[r.test_id] = r
     rows = sorted(merged.values(), key=lambda r: (r.claim, r.model, r.test_id))
     annotate(rows)

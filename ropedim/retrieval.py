@@ -70,7 +70,7 @@ def retrieval_scores(captures: Capture | Sequence[LayerCapture], q_pos, context_
     scores = []
     for cap in captures:
         q = _rows(cap.q, q_pos, cap.k.shape[2])
-        total = torch.zeros(q.shape[1], dtype=torch.float64)
+        total = torch.zeros(q.shape[1], dtype=torch.float64, device="cpu")  # scores are returned on the CPU
         for _, w in _weights(q, cap.k, q_pos, cap.scaling, cap.window, chunk):
             ctx = w[..., start:end].sum(-1)  # [B, H, rows]
             if bos_index is not None:

@@ -87,12 +87,12 @@ def rotate_storage(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary
     return x * cos - rot * sin if inverse else x * cos + rot * sin
 
 
-def pair_partner(head_dim: int, rotary_dim: int) -> torch.Tensor:
+def pair_partner(head_dim: int, rotary_dim: int, device=None) -> torch.Tensor:
     """The storage index rotating with each index of a half-split head [head_dim] (j with
     j + rotary_dim / 2); dims beyond the rotary part are their own partner."""
     n = rotary_dim // 2
-    idx = torch.arange(head_dim)
-    idx[:n], idx[n:rotary_dim] = torch.arange(n, rotary_dim), torch.arange(n)
+    idx = torch.arange(head_dim, device=device)
+    idx[:n], idx[n:rotary_dim] = torch.arange(n, rotary_dim, device=device), torch.arange(n, device=device)
     return idx
 
 
@@ -146,8 +146,8 @@ def first_last_mask(rank: torch.Tensor, which: str, k: int) -> torch.Tensor:
     head_dim = rank.numel()
     if not 0 <= k <= head_dim or k % 2:
         raise ValueError(f"k must be an even number in [0, {head_dim}], got {k}")
-    paper_pos = torch.empty(head_dim, dtype=torch.long)
-    paper_pos[storage_order(rank)] = torch.arange(head_dim)
+    paper_pos = torch.empty(head_dim, dtype=torch.long, device=rank.device)
+    paper_pos[storage_order(rank)] = torch.arange(head_dim, device=rank.device)
     if which == "first":
         return paper_pos < k
     if which == "last":

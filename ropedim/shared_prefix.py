@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .anatomy import attention_modules
+from .devices import input_device
 from .attention import merge_lse, position_bias, sdpa_with_lse
 from .hooks import kernel
 
@@ -87,9 +88,8 @@ def attend(module: nn.Module, query, key, value, attention_mask, scaling=None,
     """An attention kernel (transformers 5's interface) over ``state``: query [R, H, S, Dh]
     post-RoPE (any query mask already applied by ``ropedim.hooks.masked``); key, value
     [R, KVH, S, Dh] the new tokens' (the model runs without a cache: ``state`` keeps the
-    suffix)."""
-    from transformers.integrations.sdpa_attention import repeat_kv
-
+    suffix). Scores, softmax statistics and their merge are float32 (``sdpa_with_lse``);
+    the output has the query's dtype and device (a model split over devices: the layer's)."""
     st = state
     if getattr(module.config, "attn_logit_softcapping", None):
         raise NotImplementedError("shared-prefix attention has no logit soft-capping")
@@ -98,37 +98,32 @@ def attend(module: nn.Module, query, key, value, attention_mask, scaling=None,
     kvh = key.shape[1]
     g, n_ctx, n_var = h // kvh, st.keys[layer].shape[0], st.n_variants
     scaling = dh ** -0.5 if scaling is None else scaling
-    query = query * scaling
-    q_pos = st.suffix_pos[:, -s:]  # [R, S]
+    dev = query.device
+    rows, q_pos, prefix_pos = st.rows.to(dev), st.suffix_pos[:, -s:].to(dev), st.prefix_pos.to(dev)  # [R], [R, S], [B, Tc]
 
-    # prefix: the V rows of a context as one [V*G*S, Dh] block per KV head
+    # prefix: the V rows of a context, G query heads each, read its KV heads once
     full = query.new_zeros(n_ctx * n_var, h, s, dh)
-    full[st.rows] = query
-    qf = full.view(n_ctx, n_var, kvh, g, s, dh).transpose(1, 2).reshape(n_ctx, kvh, n_var * g * s, dh)
+    full[rows] = query
+    qf = full.view(n_ctx, n_var, kvh, g, s, dh).transpose(1, 2)  # [B, KVH, V, G, S, Dh]
     if sliding_window is None:  # every prefix key precedes every query: only padding hides one
-        bias = position_bias(st.prefix_pos.new_full((n_ctx, 1), 2 ** 62), st.prefix_pos, None, query.dtype)[:, None]
+        bias = position_bias(prefix_pos.new_full((n_ctx, 1), 2 ** 62), prefix_pos).view(n_ctx, 1, 1, 1, 1, -1)
     else:
         pos = q_pos.new_full((n_ctx * n_var, s), -1)
-        pos[st.rows] = q_pos
-        bias = position_bias(pos.view(n_ctx, n_var, 1, s), st.prefix_pos[:, None, None], sliding_window, query.dtype)
-        bias = bias.expand(-1, -1, g, -1, -1).reshape(n_ctx, 1, n_var * g * s, -1)  # [B, 1, V*G*S, Tc]
-
-    def rows_of(x):  # [B, KVH, V*G*S, d] -> [R, H, S, d]
-        x = x.view(n_ctx, kvh, n_var, g, s, -1).transpose(1, 2).reshape(n_ctx * n_var, h, s, -1)
-        return x[st.rows]
-
-    o1, lse1 = (rows_of(x) for x in sdpa_with_lse(qf, st.keys[layer], st.values[layer], bias))
+        pos[rows] = q_pos
+        bias = position_bias(pos.view(n_ctx, n_var, s), prefix_pos[:, None], sliding_window)[:, None, :, None]
+    o1, lse1 = (x.transpose(1, 2).reshape(n_ctx * n_var, h, s, -1)[rows]  # [R, H, S, d]
+                for x in sdpa_with_lse(qf, st.keys[layer], st.values[layer], bias, scale=scaling))
 
     # suffix: per row
+    qs = query.view(r, kvh, g, s, dh)
     if st.causal_suffix and sliding_window is None:
-        o2, lse2 = sdpa_with_lse(query, repeat_kv(key, g), repeat_kv(value, g), None, causal=True)
+        o2, lse2 = sdpa_with_lse(qs, key, value, causal=True, scale=scaling)
     else:
-        bias = position_bias(q_pos, st.suffix_pos, sliding_window, query.dtype)[:, None, None]  # [R, 1, 1, S, Ts]
-        bias = bias.expand(-1, -1, g, -1, -1).reshape(r, 1, g * s, -1)
-        o2, lse2 = (x.reshape(r, h, s, -1) for x in sdpa_with_lse(query.reshape(r, kvh, g * s, dh), key, value, bias))
+        bias = position_bias(q_pos, st.suffix_pos.to(dev), sliding_window)[:, None, None]  # [R, 1, 1, S, Ts]
+        o2, lse2 = sdpa_with_lse(qs, key, value, bias, scale=scaling)
 
-    out = merge_lse(o1, lse1, o2, lse2)  # pads: 0
-    return out.transpose(1, 2).contiguous(), None
+    out = merge_lse(o1, lse1, o2.view(r, h, s, -1), lse2.view(r, h, s, 1))  # pads: 0
+    return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
 @contextmanager
@@ -208,6 +203,7 @@ def prefill(model: nn.Module, seqs: Sequence[Sequence[int]]):
     (the suffix, right-padded)."""
     nodes, leaf = trie(seqs)
     attns = attention_modules(model)
+    dev = input_device(model)
     seg_k, seg_v = [None] * len(nodes), [None] * len(nodes)  # per node: per layer [KVH, S, Dh]
     depth: list[int] = []
     for nd in nodes:
@@ -224,17 +220,18 @@ def prefill(model: nn.Module, seqs: Sequence[Sequence[int]]):
               for seg in (seg_k, seg_v)]
         ends = [nodes[p[-1]].start + len(nodes[p[-1]].tokens) for p in paths]
         n = max(ends)
-        return kv[0], kv[1], torch.stack([torch.arange(n) - (n - e) for e in ends]).clamp(min=-1)
+        return kv[0], kv[1], torch.stack([torch.arange(n, device=dev) - (n - e) for e in ends]).clamp(min=-1)
 
     for level, ids in _groups(nodes, depth):
-        tok = [torch.tensor(nodes[i].tokens) for i in ids]
-        if level == 0:  # no prefix: one key that nobody sees
-            z = torch.zeros(len(ids), model.config.num_key_value_heads, 1, attns[0].head_dim, dtype=model.dtype)
-            ks, vs, pre_pos = [z] * len(attns), [z] * len(attns), torch.full((len(ids), 1), -1)
+        tok = [torch.tensor(nodes[i].tokens, device=dev) for i in ids]
+        if level == 0:  # no prefix: one key that nobody sees (on each layer's device)
+            ks = [torch.zeros(len(ids), model.config.num_key_value_heads, 1, a.head_dim, dtype=model.dtype,
+                              device=next(a.parameters()).device) for a in attns]
+            vs, pre_pos = ks, torch.full((len(ids), 1), -1, device=dev)
         else:
             ks, vs, pre_pos = gather([nodes[i].parent for i in ids])
-        pos = _pad([torch.arange(len(t)) + nodes[i].start + 1 for t, i in zip(tok, ids)], 0, left=False) - 1
-        st = SharedPrefix(ks, vs, pre_pos, 1, torch.arange(len(ids)), pos, causal_suffix=True)
+        pos = _pad([torch.arange(len(t), device=dev) + nodes[i].start + 1 for t, i in zip(tok, ids)], 0, left=False) - 1
+        st = SharedPrefix(ks, vs, pre_pos, 1, torch.arange(len(ids), device=dev), pos, causal_suffix=True)
         with attending(model, st):
             model(input_ids=_pad(tok, 0, left=False), position_ids=pos.clamp(min=0), use_cache=False,
                   logits_to_keep=1)

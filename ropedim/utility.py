@@ -126,7 +126,9 @@ def query_rows(reading: Reading, question_start: int, n_tokens: int, seed: int) 
 
 @dataclass
 class _Example:
-    """One example, heads grouped by KV head: N = L * KVH groups of G = H // KVH heads."""
+    """One example, heads grouped by KV head: N = L * KVH groups of G = H // KVH heads.
+    K and V keep the captures' dtype (bfloat16 models made them in it: lossless), the rest
+    is float32; the solver upcasts each chunk on its own device."""
 
     qa: torch.Tensor  # [N, B, G, Tq, Dh] the scaled query's part multiplied by u
     qb: torch.Tensor | None  # [N, B, G, Tq, Dh] its part multiplied by u[partner] (u before RoPE), else None
@@ -139,24 +141,32 @@ class _Example:
     n_layers: int
     target: torch.Tensor | None = None  # [N, B, G, Tq, Dh] Attn(q, K, V)
 
+    def to(self, device) -> "_Example":
+        """The example on ``device`` (e.g. the CPU, to wait there for the solver)."""
+        mv = lambda x: None if x is None else x.to(device)
+        return _Example(mv(self.qa), mv(self.qb), mv(self.kt), mv(self.v), mv(self.bias), self.t0, mv(self.w),
+                        mv(self.partner), self.n_layers, mv(self.target))
 
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x[idx] along dim 0; a view when idx is a contiguous run."""
+
+def _take(x: torch.Tensor, idx: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """x[idx] along dim 0 (a view when idx is a contiguous run), as float32 on the device
+    of ``like`` when given."""
     a, n = int(idx[0]), idx.numel()
-    return x[a:a + n] if int(idx[-1]) - a + 1 == n else x[idx]
+    x = x[a:a + n] if int(idx[-1]) - a + 1 == n else x[idx.to(x.device)]
+    return x if like is None else x.to(like.device, torch.float32)
 
 
 def _forward(ex: _Example, u: torch.Tensor, idx: torch.Tensor):
     """Attn(q(u), K, V) of the groups ``idx``; u [n, G, Dh].
 
     Returns out [n, B, G, Tq, Dh], p [n, B, G*Tq, T], kt and v."""
-    qa, kt, v = _take(ex.qa, idx), _take(ex.kt, idx), _take(ex.v, idx)
+    qa, kt, v = _take(ex.qa, idx, u), _take(ex.kt, idx, u), _take(ex.v, idx, u)
     n, B, G, Tq, Dh = qa.shape
     qu = qa * u[:, None, :, None, :]
     if ex.qb is not None:
-        qu = qu + _take(ex.qb, idx) * u[..., ex.partner][:, None, :, None, :]
+        qu = qu + _take(ex.qb, idx, u) * u[..., ex.partner.to(u.device)][:, None, :, None, :]
     logits = (qu.view(n, B, G * Tq, Dh) @ kt).view(n, B, G, Tq, -1)  # [n, B, G, Tq, T]
-    logits[..., ex.t0:] += _take(ex.bias, idx)[:, :, None]
+    logits[..., ex.t0:] += _take(ex.bias, idx, u)[:, :, None]
     p = logits.softmax(-1).view(n, B, G * Tq, -1)  # every query sees itself: no empty row
     return (p @ v).view(n, B, G, Tq, Dh), p, kt, v
 
@@ -168,8 +178,8 @@ def _error_and_grad(ex: _Example, u: torch.Tensor, idx: torch.Tensor, norm: floa
     dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dO ⊙ O)), dq = dS K, du = Σ_t dq ⊙ A + (Σ_t dq ⊙ B)[partner].
     """
     out, p, kt, v = _forward(ex, u, idx)
-    diff = out - _take(ex.target, idx)  # [n, B, G, Tq, Dh]
-    w = ex.w[None, None, None, :, None]
+    diff = out - _take(ex.target, idx, u)  # [n, B, G, Tq, Dh]
+    w = ex.w.to(u.device)[None, None, None, :, None]
     err = (diff.pow(2) * w).sum((1, 3, 4)) / norm
     if not grad:
         return err, None
@@ -178,9 +188,9 @@ def _error_and_grad(ex: _Example, u: torch.Tensor, idx: torch.Tensor, norm: floa
     dp = d_out.view(n, B, G * Tq, Dh) @ v.transpose(-1, -2)  # [n, B, G*Tq, T]
     dp.sub_((d_out * out).sum(-1).view(n, B, G * Tq, 1)).mul_(p)
     dq = (dp @ kt.transpose(-1, -2)).view(n, B, G, Tq, Dh)
-    g = (dq * _take(ex.qa, idx)).sum((1, 3))
+    g = (dq * _take(ex.qa, idx, u)).sum((1, 3))
     if ex.qb is not None:
-        g = g + (dq * _take(ex.qb, idx)).sum((1, 3))[..., ex.partner]
+        g = g + (dq * _take(ex.qb, idx, u)).sum((1, 3))[..., ex.partner.to(u.device)]
     return err, g
 
 
@@ -238,33 +248,38 @@ def _prepare(captures: list[LayerCapture], q_pos: torch.Tensor, cfg: UtilityConf
         return x.view(L, B, KVH, H // KVH, Tq, Dh).transpose(1, 2).reshape(L * KVH, B, H // KVH, Tq, Dh)
 
     t_eff = int(q_pos.max()) + 1  # keys after the last query are never seen
-    kv = lambda name: torch.stack([getattr(c, name)[:, :, :t_eff].float() for c in captures])
+    kv = lambda name: torch.stack([getattr(c, name)[:, :, :t_eff] for c in captures])  # the model's dtype
     kt = kv("k").transpose(1, 2).reshape(L * KVH, B, t_eff, Dh).transpose(-1, -2).contiguous()
     v = kv("v").transpose(1, 2).reshape(L * KVH, B, t_eff, Dh).contiguous()
-    bias = torch.stack([key_bias(q_pos, t_eff, c.window) for c in captures])
+    bias = torch.stack([key_bias(q_pos.to(qa.device), t_eff, c.window) for c in captures])
     masked = bias.isinf().any(0).any(0).nonzero()  # key columns masked for some query
     t0 = int(masked[0]) if masked.numel() else t_eff
     bias = bias[:, :, t0:].repeat_interleave(KVH, 0)[:, None]  # [N, 1, Tq, T - t0]
-    w = torch.ones(Tq) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
-    partner = pair_partner(Dh, rope.rotary_dim) if rope is not None else torch.arange(Dh)
+    w = torch.ones(Tq, device=qa.device) if weights is None else torch.as_tensor(weights, dtype=torch.float32,
+                                                                              device=qa.device)
+    partner = (pair_partner(Dh, rope.rotary_dim, qa.device) if rope is not None
+               else torch.arange(Dh, device=qa.device))
     ex = _Example(grouped(qa), None if qb is None else grouped(qb), kt, v, bias, t0, w, partner, L)
-    ones = torch.ones(cfg.groups_per_chunk or L * KVH, H // KVH, Dh)
+    ones = torch.ones(cfg.groups_per_chunk or L * KVH, H // KVH, Dh, device=qa.device)
     ex.target = torch.cat([_forward(ex, ones[: idx.numel()], idx)[0]
-                           for idx in torch.arange(L * KVH).split(ones.shape[0])])
+                           for idx in torch.arange(L * KVH, device=qa.device).split(ones.shape[0])])
     return ex
 
 
 def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfig(),
-                   reduce: str = "sum") -> UtilityResult:
+                   reduce: str = "sum", device=None) -> UtilityResult:
     """Eq. 4 for all heads of all layers at once.
 
     examples: ``prepare``d examples (prepared with the same config), or (captures, q_pos)
     / captures alone (prepared here: unit weights, u after RoPE). ``reduce``: "sum" — the
     objective is the mean over examples of each example's weighted error sum (the literal
     reading); "mean" — the weighted error pooled over all rows of all examples, divided by
-    their count."""
+    their count. The optimisation runs in float32 on ``device`` (default: the first
+    example's); examples elsewhere (the CPU, where memory ran short) are moved there chunk
+    by chunk. Results are on the CPU."""
     cfg = config
     exs = [e if isinstance(e, _Example) else prepare(e, cfg) for e in examples]
+    dev = torch.device(device) if device is not None else exs[0].qa.device
     L = exs[0].n_layers
     N, _, G, _, Dh = exs[0].qa.shape
     if reduce == "sum":
@@ -278,7 +293,7 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
     b1, b2 = cfg.betas
 
     def error(u: torch.Tensor, groups: torch.Tensor, grad: bool):
-        err, g = torch.zeros(N, G), torch.zeros(N, G, Dh)
+        err, g = torch.zeros(N, G, device=dev), torch.zeros(N, G, Dh, device=dev)
         for idx in groups.split(chunk):
             for e in exs:
                 d, dg = _error_and_grad(e, u[idx], idx, norm, grad)
@@ -287,10 +302,10 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
                     g[idx] += dg
         return err, g
 
-    u = torch.ones(N, G, Dh)  # heads grouped by KV head; [L, H, Dh] on return
+    u = torch.ones(N, G, Dh, device=dev)  # heads grouped by KV head; [L, H, Dh] on return
     m, v2 = torch.zeros_like(u), torch.zeros_like(u)
-    steps = torch.zeros(N, G, dtype=torch.long)
-    active = torch.ones(N, G, dtype=torch.bool)
+    steps = torch.zeros(N, G, dtype=torch.long, device=dev)
+    active = torch.ones(N, G, dtype=torch.bool, device=dev)
     hist = []  # objective [N, G] of the last `patience` + 1 steps
     bar = tqdm(total=cfg.max_steps, desc=f"utility (Eq. 4), {N * G} heads", disable=N * G < 16)
     with torch.no_grad():
@@ -314,9 +329,9 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
             v2 = torch.where(a, b2 * v2 + (1 - b2) * g * g, v2)
             upd = cfg.lr * (m / (1 - b1**t)) / ((v2 / (1 - b2**t)).sqrt() + cfg.eps)
             u = torch.where(a, (u - upd).clamp(0.0, 1.0), u)
-        err, _ = error(u, torch.arange(N), False)
+        err, _ = error(u, torch.arange(N, device=dev), False)
     bar.close()
-    lh = lambda x: x.reshape(L, -1, *x.shape[2:])  # [N, G, ...] -> [L, H, ...]
+    lh = lambda x: x.reshape(L, -1, *x.shape[2:]).cpu()  # [N, G, ...] -> [L, H, ...]
     return UtilityResult(lh(u), lh(err + alpha * u.sum(-1)), lh(err), lh(steps), lh(~active))
 
 

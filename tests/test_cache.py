@@ -310,7 +310,7 @@ def test_the_run_refuses_an_untrusted_cache_up_front(tmp_path, monkeypatch):
     config = pytest.Config.__new__(pytest.Config)  # only what pytest_configure reads
     config.stash = pytest.Stash()
     given = {"--profile": "smoke", "--model": None, "--report-dir": str(tmp_path), "--cache-dir": str(shared),
-             "--seed": 0, "--qa-data": None, "--task": None, "--cache-trust": None}
+             "--seed": 0, "--qa-data": None, "--task": None, "--cache-trust": None, "--device": None}
     config.getoption = given.__getitem__
     with pytest.raises(pytest.UsageError, match=rf"{shared} is writable by group and others.*--cache-trust shared"):
         options.pytest_configure(config)

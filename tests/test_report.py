@@ -70,3 +70,25 @@ def test_table2_and_the_fast_vs_faithful_gap_are_shown_once(tmp_path):
     assert md.count("| m (synthetic) | last32 | 12 | 50.0 | 41.7 | 75% | 50% |") == 1
     again = report.load(tmp_path / "claims.json")  # records and figure payloads round-trip
     assert [r.figure for r in again] == [fig, fig] and again[0].mode_check == gap
+
+
+def test_reports_of_several_machines_merge_into_one(tmp_path):
+    """The documented command: `python scripts/merge_reports.py a/claims.json b/claims.json
+    --out reports/`; a test run on both keeps its latest run, each keeps its run time."""
+    c5a = check_by_key("C5a")
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    report.write([ClaimRecord.skipped(c5a, "llama", "old run"), ClaimRecord.skipped(c5a, "olmo", "only on a")], a, CLAIMS)
+    report.write([ClaimRecord.skipped(c5a, "llama", "new run"), ClaimRecord.skipped(c5a, "qwen", "only on b")], b, CLAIMS)
+    report.write([ClaimRecord.skipped(c5a, "smollm2", "already in out")], out, CLAIMS)
+    stamps = {r["test_id"]: r["run_at"] for p in (a, b) for r in json.loads((p / "claims.json").read_text())}
+    done = subprocess.run([sys.executable, "scripts/merge_reports.py", str(a / "claims.json"), str(b / "claims.json"),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {r["test_id"]: r for r in json.loads((out / "claims.json").read_text())}
+    assert sorted(rows) == ["C5a-llama", "C5a-olmo", "C5a-qwen", "C5a-smollm2"]
+    assert rows["C5a-llama"]["reason"] == "new run" and rows["C5a-olmo"]["reason"] == "only on a"
+    assert all(rows[t]["run_at"] == stamps[t] for t in stamps if t != "C5a-llama")
+    assert "`C5a-qwen`" in (out / "claims.md").read_text()
+    bad = subprocess.run([sys.executable, "scripts/merge_reports.py", str(tmp_path / "none.json"), "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "no such claims.json" in bad.stderr

@@ -14,15 +14,17 @@ from typing import Any
 
 import torch
 
+from .. import devices
 from ..anatomy import Anatomy, anatomy_of
 from ..cache import default_dir
+from ..devices import input_device
 from . import gguf, hf
 from .specs import (ALIASES, PAPER_MODELS, SPECS, STYLE_OF_TYPE, TINY_MODELS, ModelSpec,
                     ModelUnavailable)
 from .tiny import tiny_model, tiny_tokenizer
 
 __all__ = ["ModelUnavailable", "ModelSpec", "Loaded", "SPECS", "ALIASES", "PAPER_MODELS",
-           "TINY_MODELS", "load", "load_cached", "tiny_tokenizer", "slug"]
+           "TINY_MODELS", "load", "load_cached", "tiny_tokenizer", "slug", "weight_bytes"]
 
 
 @dataclass
@@ -39,14 +41,17 @@ class Loaded:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go (the first device of a model split over several)."""
+        return input_device(self.model)
 
     def describe(self) -> dict:
         """What every record of this model carries in its configuration."""
         a = self.anatomy
         return {"model": self.name, "source": self.source, "kind": self.kind, "layers": a.n_layers,
                 "heads": a.n_heads, "kv_heads": a.n_kv_heads, "head_dim": a.head_dim,
-                "prompt_style": self.prompt_style, "load_notes": list(self.notes)}
+                "prompt_style": self.prompt_style, "load_notes": list(self.notes),
+                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                "device": self.device.type}
 
 
 def slug(name: str) -> str:
@@ -55,7 +60,9 @@ def slug(name: str) -> str:
 
 
 def _default_device_dtype(device, dtype):
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """``device`` None: this process's GPU (``ropedim.devices.current``: one per xdist
+    worker), else the CPU."""
+    device = torch.device(device) if device is not None else devices.current().device
     if dtype is None:  # bfloat16 on GPU, float32 on CPU
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     elif isinstance(dtype, str):
@@ -65,7 +72,12 @@ def _default_device_dtype(device, dtype):
 
 def load(name: str, *, dtype=None, device=None, attn_implementation: str = "sdpa",
          cache_dir: str | Path | None = None, seed: int = 0) -> Loaded:
-    """Load ``name`` (an alias, a local directory or an HF id present in the HF cache)."""
+    """Load ``name`` (an alias, a local directory or an HF id present in the HF cache).
+
+    ``device`` None: ``ropedim.devices.current`` (a model too large for one GPU is split
+    over this worker's group of GPUs with ``device_map="auto"``); float32 on a CPU,
+    bfloat16 on a GPU unless ``dtype`` says otherwise."""
+    placed = device is None
     device, dtype = _default_device_dtype(device, dtype)
     t0 = time.perf_counter()
     notes: list[str] = []
@@ -80,18 +92,35 @@ def load(name: str, *, dtype=None, device=None, attn_implementation: str = "sdpa
     elif spec is not None or "/" in name or Path(name).expanduser().is_dir():
         paper = spec is not None and spec.kind == "paper"
         model, tok, source = hf.local_or_hf_cache(name, spec.hf_id if paper else name, dtype,
-                                                  attn_implementation, paper)
+                                                  attn_implementation, paper, placed and device.type == "cuda")
         style = spec.prompt_style if paper else (STYLE_OF_TYPE.get(model.config.model_type) or (
             "chat_template" if getattr(tok, "chat_template", None) else "plain"))
     else:
         raise ValueError(f"unknown model {name!r}; known aliases: {', '.join(ALIASES)} "
                          "(or pass a local model directory)")
-    model = model.to(device=device, dtype=dtype)
+    if len(set(getattr(model, "hf_device_map", {}).values())) > 1:  # split over this worker's GPUs
+        notes.append(f"split over {sorted(set(model.hf_device_map.values()))} (device_map='auto')")
+    else:
+        model = model.to(device=device, dtype=dtype)
     if model.config._attn_implementation != attn_implementation:
         model.set_attn_implementation(attn_implementation)
     model.eval()
     kind = spec.kind if spec is not None else "real"
     return Loaded(name, model, tok, anatomy_of(model), kind, style, source, time.perf_counter() - t0, notes)
+
+
+def weight_bytes(name: str, dtype=torch.bfloat16) -> int | None:
+    """Bytes of ``name``'s weights in ``dtype``, from its config (no weights read): for the
+    paper's models and local / HF-cache ones; None for the small built-in ones (tiny, GGUF)
+    and for a model not on this machine. ``-n auto`` sizes GPU groups with it."""
+    spec = SPECS.get(name)
+    if spec is not None and spec.kind != "paper":
+        return None
+    paper = spec is not None
+    if not paper and "/" not in name and not Path(name).expanduser().is_dir():
+        return None
+    config = hf.config_of(name, spec.hf_id if paper else name, paper)
+    return None if config is None else hf.weight_bytes(config, dtype)
 
 
 _LOADED: dict[tuple, Loaded] = {}

@@ -15,6 +15,7 @@ from .. import cache
 from .. import prompts as P
 from ..capture import Capture
 from ..hooks import capture
+from ..memory import ExamplePlacer
 from ..retrieval import average_scores, retrieval_scores
 from ..utility import RoPE, Reading, UtilityConfig, prepare, query_rows, utility_scores
 from .dataset import QASet
@@ -69,6 +70,7 @@ def head_scores(loaded, qaset: QASet, items: list[tuple[int, int]], answers_none
     Eq. 4 as it is captured and its capture dropped (long examples fit in memory)."""
     kept = qaset.audit.kept
     rope = RoPE.of(loaded.anatomy) if reading.site == "pre" else None
+    place = ExamplePlacer(loaded.model, qaset.audit.tokens_max + qaset.cfg.max_new_tokens)  # GPU, then CPU
     prepared, retrieval, gold = [], [], []
     for j, (pos, i) in enumerate(tqdm(items, desc=f"capture q, K, V ({reading.name})")):
         ex = capture_example(loaded, qaset.prompts[pos][i], answers_none[pos][kept.index(i)])
@@ -77,8 +79,8 @@ def head_scores(loaded, qaset: QASet, items: list[tuple[int, int]], answers_none
         retrieval.append(retrieval_scores(ex.capture, qa_rows, ex.context, bos_index=ex.bos_index))
         gold.append(retrieval_scores(ex.capture, qa_rows, ex.docs[qaset.examples[pos][i].gold_index], bos_index=None))
         rows, weights = query_rows(reading, ex.question_start, T, seed=utility.seed * 1_000_003 + j)
-        prepared.append(prepare((dict(ex.capture), rows), utility, weights, rope))
+        prepared.append(place(prepare((dict(ex.capture), rows), utility, weights, rope)))
         del ex  # the capture is dropped; the prepared copy stays
-    u = utility_scores(prepared, utility, reading.reduce)
+    u = utility_scores(prepared, utility, reading.reduce, device=loaded.device)
     return HeadScores(average_scores(retrieval), torch.stack(retrieval), average_scores(gold), u.u, u.converged,
                       u.error, len(items), reading.name)

@@ -32,7 +32,7 @@ def theta_end_mask(anatomy: Anatomy, which: str, k: int, heads: Iterable[tuple[i
     (θ from high to low; "the first 16 dimensions" = the 8 highest-frequency pairs) of each
     (layer, head) in ``heads``; other heads are all ones. ``k`` counts coordinates."""
     a = anatomy
-    mask = torch.ones(a.n_layers, a.n_heads, a.head_dim)
+    mask = torch.ones(a.n_layers, a.n_heads, a.head_dim, device="cpu")  # masks move with the query (hooks.masked)
     for layer, head in heads:
         mask[layer, head, first_last_mask(a.rank[layer], which, k)] = 0.0
     return mask
