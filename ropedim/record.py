@@ -16,9 +16,11 @@ from typing import Any
 
 from .figures import Payload, payload_from_json
 
-__all__ = ["ClaimRecord", "ERROR", "jsonable"]
+__all__ = ["ClaimRecord", "ERROR", "SCHEMA", "jsonable"]
 
 ERROR = "error"
+# the record format; a report file of another schema is not merged (its rows are re-run)
+SCHEMA = 2
 
 
 def jsonable(x: Any) -> Any:
@@ -72,6 +74,7 @@ class ClaimRecord:
     expected: dict | None = None  # the known finding: {"outcomes": [...], "why": ...}
     test_outcome: str = ""  # passed | failed (the finding changed) | error | skipped
     run_at: str = ""
+    schema: int = SCHEMA
 
     @classmethod
     def _of(cls, check, model: str, **kw) -> "ClaimRecord":

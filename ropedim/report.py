@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from pathlib import Path
 
 from . import figures
 from .cache import atomic_write
 from .robustness import annotate
-from .record import ClaimRecord
+from .record import SCHEMA, ClaimRecord
 from .verdict import Criterion
 
 ICON = {"supported": "✅ supported", "not supported": "❌ not supported",
@@ -51,16 +52,25 @@ def write(records: list[ClaimRecord], report_dir: Path, claims: dict) -> list[Pa
 
 
 def load(path: Path) -> list[ClaimRecord]:
-    """The records of an earlier report (with their figure payloads), or none."""
+    """The records of an earlier report (with their figure payloads), or none.
+
+    Rows of another record schema (an older version of this tool) are dropped with a
+    warning, never merged: their fields mean something else, and a report that mixed
+    them would show verdicts made under old definitions beside new ones."""
     if not path.exists():
         return []
     try:
         rows = json.loads(path.read_text())
         side = path.parent / ".figure-data.json"
         figs = json.loads(side.read_text()) if side.exists() else {}
-        return [ClaimRecord.from_json({**r, "figure": figs.get(r["test_id"])}) for r in rows]
-    except (json.JSONDecodeError, OSError, KeyError, TypeError):
-        return []  # a damaged or older report is rebuilt from this run
+    except (json.JSONDecodeError, OSError) as e:
+        warnings.warn(f"{path}: unreadable ({e}); the report is rebuilt from this run's records")
+        return []
+    current = [r for r in rows if isinstance(r, dict) and r.get("schema") == SCHEMA]
+    if len(current) < len(rows):
+        warnings.warn(f"{path}: {len(rows) - len(current)} record(s) of an older report format dropped "
+                      f"(schema != {SCHEMA}); re-run those claims to have them in the report")
+    return [ClaimRecord.from_json({**r, "figure": figs.get(r["test_id"])}) for r in current]
 
 
 def fmt_value(r: ClaimRecord) -> str:

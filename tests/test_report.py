@@ -92,3 +92,18 @@ def test_reports_of_several_machines_merge_into_one(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/merge_reports.py", str(tmp_path / "none.json"), "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "no such claims.json" in bad.stderr
+
+
+def test_records_of_an_older_format_are_dropped_not_merged(tmp_path):
+    """A committed report from an older version (criterion as a string) must neither crash
+    the new run's report nor appear in it."""
+    c5a = check_by_key("C5a")
+    old = ClaimRecord.skipped(c5a, "llama", "old").to_json(figure=False)
+    old.update(criterion="less", schema=1)
+    old_no_schema = {k: v for k, v in old.items() if k != "schema"} | {"test_id": "C5a-olmo"}
+    (tmp_path / "claims.json").write_text(json.dumps([old, old_no_schema]))
+    import pytest
+    with pytest.warns(UserWarning, match="older report format dropped"):
+        report.write([ClaimRecord.skipped(c5a, "qwen", "new")], tmp_path, CLAIMS)
+    rows = json.loads((tmp_path / "claims.json").read_text())
+    assert [r["test_id"] for r in rows] == ["C5a-qwen"] and rows[0]["schema"] == 2
