@@ -23,6 +23,9 @@ every worker (they split the same batches through the cache); the second only bi
 something else holds the GPU. On a CPU there is no plan: the configured batch sizes are
 used, as before.
 
+On a CPU under ``-n N`` every worker holds its own float32 copy of a model whose QA checks
+it runs: ``host_memory_error`` refuses a run whose copies cannot fit before any is loaded.
+
 On a GPU a batch holds as many items (generation rows, fast-sweep contexts) as fit, up to
 ``GPU_BATCH`` or the configured size if that is larger (the profiles' sizes are a CPU's);
 an item that does not fit alone raises :class:`MemoryPlanError` before any work, with what
@@ -198,3 +201,42 @@ def on_device_examples(fp: Footprint, n: int, tokens: int, query_rows: int, avai
     :class:`ExamplePlacer` keeps on a GPU with ``available`` planned bytes (the arithmetic,
     for tests and the README)."""
     return max(0, min(n, (available - fp.capture(tokens)) // fp.prepared(tokens, query_rows)))
+
+
+# ---------------------------------------------------------------- host memory under -n N (CPU)
+
+LOAD_PEAK = 1.3  # a float32 load peaks at 1.3× the weights (measured: qwen2.5-1.5b's first,
+#                  dequantising load, 8.7 GiB RSS for 6.6 GiB of weights)
+GiB = 2 ** 30
+
+
+def mem_available() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def host_memory_error(weights: dict[str, int], per_worker: set[str], workers: int,
+                      available: int) -> str | None:
+    """None if the CPU copies of the models fit in ``available`` bytes, else why not and what
+    to run instead. ``weights``: float32 bytes per model; a model in ``per_worker`` is loaded
+    by every worker (its QA checks are dealt out), the others by one (their weight checks
+    are one xdist group)."""
+    once = sum(b for m, b in weights.items() if m not in per_worker)
+    each = sum(b for m, b in weights.items() if m in per_worker)
+    need = LOAD_PEAK * (once + each * workers)
+    if need <= available:
+        return None
+    fit = int((available / LOAD_PEAK - once) // each) if each else 0
+    parts = ", ".join(f"{m} {b / GiB:.1f} GiB × {workers if m in per_worker else 1}" for m, b in weights.items())
+    instead = f"-n {fit}" if fit >= 2 else "-n 0"
+    return (f"-n {workers}: the models' float32 copies need about {need / GiB:.1f} GiB ({parts}; × {LOAD_PEAK} "
+            f"load peak) but {available / GiB:.1f} GiB is available (MemAvailable): workers would be "
+            f"killed for memory mid-run. Run with {instead} instead (on a CPU one process already uses "
+            f"every core), or fewer --model.")

@@ -32,6 +32,8 @@ __all__ = [
     "pair_partner",
     "theta_rank_of_storage",
     "storage_order",
+    "PAPER_HEAD_DIM",
+    "paper_masks",
     "dims_in_fraction",
     "first_last_mask",
 ]
@@ -132,6 +134,15 @@ def storage_order(rank: torch.Tensor) -> torch.Tensor:
     ``x[..., storage_order(rank)]`` lists a head's coordinates as the paper counts them.
     """
     return torch.argsort(rank, stable=True)
+
+
+PAPER_HEAD_DIM = 128  # the head size of the paper's three models: its "first 16 dimensions" are of 128
+
+
+def paper_masks(head_dim: int) -> str:
+    """How the paper's first/last 16 (32) dims read on a head of ``head_dim``: literally on
+    128-dim heads, as the same fraction (1/8, 1/4) of another head size."""
+    return "literal (128-dim heads)" if head_dim == PAPER_HEAD_DIM else f"fraction of {head_dim}-dim heads"
 
 
 def dims_in_fraction(head_dim: int, fraction: float) -> int:

@@ -2,7 +2,8 @@
 
 Aliases and their sources are data (``ropedim.models.specs.SPECS``): the paper's three
 7-8B models (local directory or HF cache only), small real models shipped as GGUF in
-PyPI wheels, and seeded random-init configs of each architecture.
+PyPI wheels, and seeded random-init configs of each architecture. A path to a ``.gguf``
+file is a model too (``ropedim.models.gguf.spec_of_file``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .. import devices
 from ..anatomy import Anatomy, anatomy_of
 from ..cache import default_dir
 from ..devices import input_device
+from ..rope import paper_masks
 from . import gguf, hf
 from .specs import (ALIASES, PAPER_MODELS, SPECS, STYLE_OF_TYPE, TINY_MODELS, ModelSpec,
                     ModelUnavailable)
@@ -49,14 +51,22 @@ class Loaded:
         a = self.anatomy
         return {"model": self.name, "source": self.source, "kind": self.kind, "layers": a.n_layers,
                 "heads": a.n_heads, "kv_heads": a.n_kv_heads, "head_dim": a.head_dim,
-                "prompt_style": self.prompt_style, "load_notes": list(self.notes),
+                "prompt_style": self.prompt_style, "paper_masks": paper_masks(a.head_dim),
+                "load_notes": list(self.notes),
                 "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
                 "device": self.device.type}
 
 
 def slug(name: str) -> str:
-    """A test-id-safe name: the alias, or a directory's / HF id's last part."""
-    return name if name in SPECS else Path(name.rstrip("/")).name.lower()
+    """A test-id-safe name: the alias, or a directory's / HF id's / GGUF file's last part."""
+    return name if name in SPECS else Path(name.rstrip("/")).name.lower().removesuffix(".gguf")
+
+
+def spec_of(name: str) -> ModelSpec | None:
+    """The alias's spec, one made from a GGUF file's header, or None (a directory / HF id)."""
+    if name in SPECS:
+        return SPECS[name]
+    return gguf.spec_of_file(name) if gguf.is_gguf_path(name) else None
 
 
 def _default_device_dtype(device, dtype):
@@ -81,7 +91,7 @@ def load(name: str, *, dtype=None, device=None, attn_implementation: str = "sdpa
     device, dtype = _default_device_dtype(device, dtype)
     t0 = time.perf_counter()
     notes: list[str] = []
-    spec = SPECS.get(name)
+    spec = spec_of(name)
     if spec is not None and spec.kind == "tiny":
         model, tok, style, source = tiny_model(spec, seed), tiny_tokenizer(), spec.prompt_style, f"random init, seed {seed}"
     elif spec is not None and spec.gguf_file is not None:
@@ -91,8 +101,16 @@ def load(name: str, *, dtype=None, device=None, attn_implementation: str = "sdpa
         style, source = spec.prompt_style, str(path)
     elif spec is not None or "/" in name or Path(name).expanduser().is_dir():
         paper = spec is not None and spec.kind == "paper"
-        model, tok, source = hf.local_or_hf_cache(name, spec.hf_id if paper else name, dtype,
-                                                  attn_implementation, paper, placed and device.type == "cuda")
+        try:
+            model, tok, source = hf.local_or_hf_cache(name, spec.hf_id if paper else name, dtype,
+                                                      attn_implementation, paper, placed and device.type == "cuda")
+        except ModelUnavailable as e:
+            if paper and spec.installs_here:
+                sibling = SPECS[spec.installs_here]
+                raise ModelUnavailable(f"{e}\nOf this family, {sibling.title} installs here: `--model "
+                                       f"{sibling.alias}` (`bash scripts/install.sh`); it is another model and is "
+                                       f"never run in {name}'s place.") from e
+            raise
         style = spec.prompt_style if paper else (STYLE_OF_TYPE.get(model.config.model_type) or (
             "chat_template" if getattr(tok, "chat_template", None) else "plain"))
     else:
@@ -110,10 +128,17 @@ def load(name: str, *, dtype=None, device=None, attn_implementation: str = "sdpa
 
 
 def weight_bytes(name: str, dtype=torch.bfloat16) -> int | None:
-    """Bytes of ``name``'s weights in ``dtype``, from its config (no weights read): for the
-    paper's models and local / HF-cache ones; None for the small built-in ones (tiny, GGUF)
-    and for a model not on this machine. ``-n auto`` sizes GPU groups with it."""
-    spec = SPECS.get(name)
+    """Bytes of ``name``'s weights in ``dtype``, from its config or GGUF header (no weights
+    read): for the paper's models, local / HF-cache ones and GGUF ones (an alias's file is
+    joined first where it ships in parts); None for the tiny ones and for a model not on
+    this machine. ``-n auto`` sizes GPU groups with it, ``-n N`` checks host memory."""
+    spec = spec_of(name)
+    if spec is not None and spec.gguf_file is not None:
+        try:
+            path = spec.gguf_file(default_dir())
+        except ModelUnavailable:
+            return None
+        return gguf.read_header(path).n_params * torch.empty((), dtype=dtype).element_size()
     if spec is not None and spec.kind != "paper":
         return None
     paper = spec is not None
