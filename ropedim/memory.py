@@ -207,7 +207,6 @@ def on_device_examples(fp: Footprint, n: int, tokens: int, query_rows: int, avai
 
 LOAD_PEAK = 1.3  # a float32 load peaks at 1.3× the weights (measured: qwen2.5-1.5b's first,
 #                  dequantising load, 8.7 GiB RSS for 6.6 GiB of weights)
-GiB = 2 ** 30
 
 
 def mem_available() -> int | None:

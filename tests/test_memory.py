@@ -130,3 +130,34 @@ def test_examples_wait_on_the_cpu_once_the_gpu_is_planned_full(monkeypatch):
     monkeypatch.setattr(memory, "_model_budget", lambda m: (fp.capture(50) - 1, "cuda:0"))
     with pytest.raises(MemoryPlanError, match="capturing q, K, V of 50 tokens"):
         memory.ExamplePlacer(model, tokens=50)
+
+
+# ---------------------------------------------------------------- host memory under -n N
+
+def test_host_memory_counts_a_copy_per_worker_for_qa_models_only():
+    w = {"qwen2.5-1.5b": int(6.6 * GiB), "smollm2": int(0.5 * GiB)}
+    # the default run: smollm2 in every worker (QA), qwen2.5-1.5b in one (its weight checks)
+    assert memory.host_memory_error(w, {"smollm2"}, 4, 20 * GiB) is None
+    why = memory.host_memory_error(w, {"qwen2.5-1.5b", "smollm2"}, 4, 20 * GiB)
+    assert why.startswith("-n 4:") and "qwen2.5-1.5b 6.6 GiB × 4" in why and "MemAvailable" in why
+    assert "Run with -n 2 instead" in why  # 2 × 7.1 GiB × 1.3 = 18.5 GiB fits in 20
+    assert "Run with -n 0 instead" in memory.host_memory_error(w, {"qwen2.5-1.5b"}, 4, 10 * GiB)
+
+
+def test_n_workers_refused_before_loading(monkeypatch):
+    """``check_host_memory`` runs at configure, on the controller, on a CPU only."""
+    from types import SimpleNamespace
+
+    from fixtures import models as fm
+    from fixtures.options import Settings
+    from ropedim import models, profiles
+
+    monkeypatch.setattr(memory, "mem_available", lambda: 20 * GiB)
+    monkeypatch.setattr(models, "weight_bytes", lambda name, dtype: int(6.6 * GiB))
+    monkeypatch.setattr("fixtures.devices._gpus", lambda config: 0)
+    s = Settings(("qwen2.5-1.5b",), profiles.get("default"), None, 0, None, weights_models=("qwen2.5-1.5b",))
+    config = SimpleNamespace(option=SimpleNamespace(numprocesses=4))
+    with pytest.raises(pytest.UsageError, match="-n 4: the models' float32 copies need about 34.3 GiB"):
+        fm.check_host_memory(config, s)
+    fm.check_host_memory(SimpleNamespace(option=SimpleNamespace(numprocesses=2)), s)  # 17.2 GiB fits
+    fm.check_host_memory(SimpleNamespace(option=SimpleNamespace(numprocesses=4), workerinput={}), s)  # a worker

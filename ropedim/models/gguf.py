@@ -190,11 +190,11 @@ def _style(arch: str, template: str | None) -> str:
 def snapshot(spec: ModelSpec, root: Path, notes: list[str]) -> Path:
     """A save_pretrained copy of the dequantised GGUF model, made once under a lock. An
     alias's file is named by its pinned wheel (name and size); a file given by path by its
-    content."""
+    content (a renamed copy finds the same snapshot)."""
     import transformers
 
     gguf = spec.gguf_file(root)
-    ident = f"{gguf.name}-{gguf.stat().st_size}" if spec.alias in SPECS else f"{gguf.stem}-{file_sha256(gguf)[:16]}"
+    ident = f"{gguf.name}-{gguf.stat().st_size}" if spec.alias in SPECS else f"gguf-sha256-{file_sha256(gguf)[:20]}"
     key = f"{ident}-tf{transformers.__version__}"
     final = root / "models" / key
     if (final / "config.json").exists():
