@@ -127,7 +127,8 @@ def test_weight_bytes_from_a_config_without_weights(tmp_path, monkeypatch):
     cfg.save_pretrained(tmp_path / "Llama-3.1-8B-Instruct")  # a config alone, as before a download
     monkeypatch.setenv("ROPEDIM_MODELS", str(tmp_path))
     assert models.weight_bytes("llama") == weight_bytes(cfg, torch.bfloat16)
-    assert models.weight_bytes("smollm2") is None and models.weight_bytes(str(tmp_path / "absent")) is None
+    assert models.weight_bytes("tiny-llama") is None and models.weight_bytes(str(tmp_path / "absent")) is None
+    assert models.weight_bytes("smollm2") == 134_515_008 * 2  # a GGUF's tensors, from its header
 
 
 # ---------------------------------------------------------------- tensors say where they go
