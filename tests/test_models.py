@@ -285,6 +285,19 @@ def test_qwen25_parts_that_do_not_match_name_their_packages(tmp_path):
     assert "20 bytes" in str(e.value) and specs.QWEN25_SHA256 in str(e.value)
 
 
+def test_a_joined_file_appears_whole_or_not_at_all(tmp_path):
+    from ropedim.models import specs
+
+    def fail(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("damaged")
+
+    with pytest.raises(RuntimeError, match="damaged"):
+        specs._once(tmp_path / "m.gguf", fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf.lock"]  # no partial file left
+    assert specs._once(tmp_path / "m.gguf", lambda tmp: tmp.write_bytes(b"GGUF")).read_bytes() == b"GGUF"
+
+
 def test_absent_qwen_names_the_qwen_that_installs_here():
     from huggingface_hub import try_to_load_from_cache
 

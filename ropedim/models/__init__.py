@@ -107,9 +107,9 @@ def load(name: str, *, dtype=None, device=None, attn_implementation: str = "sdpa
         except ModelUnavailable as e:
             if paper and spec.installs_here:
                 sibling = SPECS[spec.installs_here]
-                raise ModelUnavailable(f"{e}\nOf this family, {sibling.title} installs here: `--model "
-                                       f"{sibling.alias}` (`bash scripts/install.sh`); it is another model and is "
-                                       f"never run in {name}'s place.") from e
+                raise ModelUnavailable(f"{e}\nThe model of this family that installs here is `{sibling.alias}`, "
+                                       f"{sibling.title}: `--model {sibling.alias}` (`bash scripts/install.sh`). "
+                                       f"It is another model and is never run in {name}'s place.") from e
             raise
         style = spec.prompt_style if paper else (STYLE_OF_TYPE.get(model.config.model_type) or (
             "chat_template" if getattr(tok, "chat_template", None) else "plain"))
