@@ -40,9 +40,17 @@ def _subjects(payloads, task: bool = True) -> str:
     return ", ".join(seen)
 
 
-def _subplots(n: int = 1, width: float = 5.5, height: float = 3.6, **kw):
-    """Panels side by side, laid out so that labels never touch (constrained layout)."""
-    return plt.subplots(1, n, figsize=(width * n, height), squeeze=False, layout="constrained", **kw)
+def _subplots(n: int = 1, width: float = 5.5, height: float = 3.6, cols: int = 4, **kw):
+    """``n`` panels of ``width`` × ``height`` inches, ``cols`` a row at most, laid out so
+    that labels never touch (constrained layout): the figure and its n axes, in order."""
+    ncols = min(n, cols)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+                             layout="constrained", **kw)
+    flat = axes.ravel().tolist()
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 # ---------------------------------------------------------------- payloads
@@ -143,7 +151,6 @@ def _first_per(payloads, key):
 def fig1a(payloads):
     """Fig. 1a: mean |q| and |k| per dimension (θ order), with and without RoPE."""
     fig, axes = _subplots(2, 5, 3.4, sharey=True)
-    axes = axes[0]
     for setup, f in _first_per(payloads, lambda p: p.setup).items():
         for ax, role in zip(axes, ("q", "k")):
             ax.plot(getattr(f, role), lw=1.2, **STYLE[setup])
@@ -159,8 +166,7 @@ def fig1a(payloads):
 @figure(ToyCurves)
 def fig1b(payloads):
     """Fig. 1b: loss against the number of removed dims, first vs last."""
-    fig, ax = _subplots()
-    ax = ax[0][0]
+    fig, (ax,) = _subplots()
     for setup, f in _first_per(payloads, lambda p: p.setup).items():
         st = STYLE[setup]
         ax.plot(f.removed, f.loss_first, color=st["color"], ls="-", marker=".",
@@ -183,8 +189,7 @@ def _wq_panels(payloads):
 @figure(HeadProfile)
 def fig2a(payloads):
     """Fig. 2a: average L1 norm of W_q rows per dimension (θ order), one line per model."""
-    fig, ax = _subplots(1, 6)
-    ax = ax[0][0]
+    fig, (ax,) = _subplots(1, 6)
     for (model, scaled), f in _wq_panels(payloads).items():
         ax.plot(f.curve, lw=1.3, ls="--" if scaled else "-", color=model_colour(model),
                 label=f"{model}" + (" (× |q_norm|)" if scaled else ""))
@@ -194,10 +199,11 @@ def fig2a(payloads):
     ax.legend(frameon=False, fontsize=8)
     return fig
 
+
 def _heatmaps(panels: dict, title: str, label: str, **imshow) -> plt.Figure:
     """One layer × head by dimension heatmap per panel ({title: figure data})."""
     fig, axes = _subplots(len(panels), 5.2, 5.2)
-    for ax, (name, (h, n_heads)) in zip(axes[0], panels.items()):
+    for ax, (name, (h, n_heads)) in zip(axes, panels.items()):
         im = ax.imshow(h, aspect="auto", interpolation="nearest", **imshow)
         ax.set_title(name)
         ax.set_xlabel("dimension (θ order)")
@@ -223,8 +229,7 @@ def fig5(payloads):
 @figure(HeadProfile)
 def fig2b(payloads):
     """Fig. 2b: average utility score per dimension (θ order)."""
-    fig, ax = _subplots(1, 6)
-    ax = ax[0][0]
+    fig, (ax,) = _subplots(1, 6)
     tasks = sorted({str(p.task) for p in payloads})
     for (model, task), f in _first_per(payloads, lambda p: (p.model, p.task)).items():
         ax.plot(f.curve, lw=1.3, color=model_colour(model), ls=TASK_LINES[tasks.index(str(task)) % len(TASK_LINES)],
@@ -248,16 +253,16 @@ def fig6(payloads):
 def _scatter(payloads, title):
     panels = _first_per(payloads, lambda f: (f.model, f.task, f.which))
     keys = sorted(panels, key=lambda k: (k[0], k[1], k[2] != "first"))
-    fig, axes = _subplots(len(keys), 4.2, 3.8)
-    for ax, key in zip(axes[0], keys):
+    fig, axes = _subplots(len(keys), 4.2, 3.8)  # first | last of a subject side by side
+    for ax, key in zip(axes, keys):
         f = panels[key]
         sc = ax.scatter(f.x, f.y, c=f.layer, cmap="viridis", s=12)
         rho = np.corrcoef(f.x, f.y)[0, 1] if len(f.x) > 2 else float("nan")
         ax.set_title(f"{key[0]} ({key[1]}), {key[2]} dims: ρ = {rho:.2f}", fontsize=9, color=model_colour(key[0]))
         ax.set_xlabel(f.labels[0])
         ax.set_ylabel(f.labels[1])
-    fig.colorbar(sc, ax=axes[0].tolist(), label="layer", fraction=0.02)
-    fig.suptitle(f"{title}: {_subjects(panels.values())}")
+    fig.colorbar(sc, ax=axes, label="layer", fraction=0.02)
+    fig.suptitle(f"{title}: {_subjects(panels[k] for k in keys)}")
     return fig
 
 
@@ -278,7 +283,7 @@ def accuracy_by_position(payloads):
     """Accuracy by gold position under each mask variant (Tables 1-3 as lines)."""
     panels = _first_per(payloads, lambda f: (f.model, f.task))
     fig, axes = _subplots(len(panels), 4.6, 3.6)
-    for ax, ((model, task), f) in zip(axes[0], panels.items()):
+    for ax, ((model, task), f) in zip(axes, panels.items()):
         for v, acc in f.accuracy.items():
             ax.plot(f.positions, acc, marker="o", lw=1.3, ls="-" if v == "none" else "--", label=v)
         ax.set_title(f"{model} ({task}, n = {f.n}, {f.mode} mode)", color=model_colour(model))
@@ -286,6 +291,6 @@ def accuracy_by_position(payloads):
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.set_xticks(f.positions)
-    axes[0][0].legend(frameon=False, fontsize=8)
+    axes[0].legend(frameon=False, fontsize=8)
     fig.suptitle(f"Accuracy by gold position under each mask: {_subjects(panels.values())}")
     return fig

