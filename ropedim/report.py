@@ -43,6 +43,7 @@ ICON = {k: f"{g} {k}" for k, g in GLYPH.items()}
 PRECEDENCE = ("error", "not supported", "inconclusive", "supported", "skipped")
 TOY = "toy"  # the matrix column of the subjects that are no model (the toy, RoPE itself)
 NO_MODEL = ("toy", "rope")
+TOY_LABEL = "RoPE, toy"  # §2's identity on random vectors, §4's toy
 FIGURE_DATA = ".figure-data.json"
 GLYPHS_PER_CELL = 4  # more checks than this in a cell: counts instead of one glyph each
 QUOTE_CHARS = 110
@@ -188,6 +189,8 @@ class Column:
 
     @property
     def label(self) -> str:
+        if self.model == TOY:
+            return TOY_LABEL
         return self.model if self.task is None else f"{self.model} · {self.task}"
 
     def holds(self, r: ClaimRecord) -> bool:

@@ -40,7 +40,7 @@ def test_xdist_run_writes_one_report_with_every_toy_claim(tmp_path):
         assert r["config"]["seeds"] == [0, 1]
         assert r["criterion"]["source"]  # every tolerance says where it comes from
     md = (tmp_path / "reports" / "claims.md").read_text()
-    matrix = md.index("| claim | toy |")  # the verdict matrix opens the report
+    matrix = md.index("| claim | RoPE, toy |")  # the verdict matrix opens the report
     assert matrix < md.index("\n## ") and "| [C4a](#c4a) |" in md[matrix:] and "figures/C4a-fig1a.png" in md
     assert (tmp_path / "reports" / "claims.html").stat().st_size > 5000
     assert (tmp_path / "reports" / "figures" / "C4b-fig1b.png").stat().st_size > 5000
@@ -145,7 +145,7 @@ def test_the_matrix_opens_the_report_in_the_papers_order(tmp_path):
     _two_models(tmp_path)
     md = (tmp_path / "claims.md").read_text()
     lines = md.splitlines()
-    head = lines.index("| claim | toy | gemma3 · nq | smollm2 · nq |")
+    head = lines.index("| claim | RoPE, toy | gemma3 · nq | smollm2 · nq |")
     assert head < 10  # the first screen
     rows = [ln.split(" | ")[0] for ln in lines[head + 2:] if ln.startswith("| [")]
     assert rows == ["| [C4a](#c4a)", "| [C5a](#c5a)", "| [C5b](#c5b)", "| [C5e](#c5e)", "| [C-Fig4](#c-fig4)",
