@@ -5,7 +5,8 @@ is a tty) it is a tqdm bar. Elsewhere (CI logs, ``> run.log``) a bar's carriage-
 updates would fill the log with thousands of lines, so it prints one line when the stage
 starts, one every ``every`` seconds (60 by default) while it runs, and one summary line
 with the elapsed seconds when it ends. ``ROPEDIM_PROGRESS=bar|lines|off`` overrides the
-choice.
+choice. :func:`quiet_libraries` does the same for the bars of transformers and the
+Hugging Face hub (loading weights, de-quantising GGUF tensors): off in a log.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from typing import Iterable, Iterator
 
-__all__ = ["progress", "Lines"]
+__all__ = ["progress", "Lines", "quiet_libraries"]
 
 ENV = "ROPEDIM_PROGRESS"
 
@@ -89,3 +90,16 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
         from tqdm.auto import tqdm
         return tqdm(iterable, total=total, desc=desc, disable=disable, **kw)
     return Lines(iterable, total=total, desc=desc, disable=disable)
+
+
+def quiet_libraries() -> None:
+    """Turn off the progress bars of transformers and huggingface_hub unless bars are on."""
+    if _bars():
+        return
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:
+        return
+    disable_progress_bars()
