@@ -32,7 +32,7 @@ import jinja2
 from . import figures
 from .cache import atomic_write, lock_for
 from .record import SCHEMA, ClaimRecord
-from .robustness import annotate
+from .robustness import annotate, task_of
 from .verdict import Criterion
 
 __all__ = ["write", "render", "rebuild", "merge", "load", "view", "main"]
@@ -173,10 +173,6 @@ def _finding(r: ClaimRecord) -> str:
     return f"known finding, {' or '.join(e['outcomes'])}: {e['why']}"
 
 
-def _task(r: ClaimRecord) -> str | None:
-    return r.subject.get("task") if isinstance(r.subject, dict) else None
-
-
 def summary_verdict(verdicts) -> str:
     present = set(verdicts)
     return next((v for v in PRECEDENCE if v in present), "skipped")
@@ -197,7 +193,7 @@ class Column:
         """A record of this subject; a model's weights belong to each of its tasks."""
         if self.model == TOY:
             return r.model in NO_MODEL
-        return r.model == self.model and _task(r) in (None, self.task)
+        return r.model == self.model and task_of(r) in (None, self.task)
 
 
 @dataclass
@@ -259,7 +255,7 @@ def shorten(text: str, n: int = QUOTE_CHARS) -> str:
 def columns_of(rows: list[ClaimRecord]) -> list[Column]:
     cols = [Column(TOY, None)] if any(r.model in NO_MODEL for r in rows) else []
     for model in sorted({r.model for r in rows} - set(NO_MODEL)):
-        tasks = sorted({t for r in rows if r.model == model and (t := _task(r))})
+        tasks = sorted({t for r in rows if r.model == model and (t := task_of(r))})
         cols += [Column(model, t) for t in tasks] or [Column(model, None)]
     return cols
 
@@ -340,7 +336,7 @@ def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: 
                 f"exceeds the model's {c['max_len']} tokens (prompts {c['tokens_min']}-{c['tokens_max']} tokens).")
                 ) not in s.data:
             s.data.append(line)
-        subject = r.model + (f" · {_task(r)}" if _task(r) else "")
+        subject = r.model + (f" · {task_of(r)}" if task_of(r) else "")
         short = {k: t for k, v in c.items() if (t := _short(v)) is not None}
         if short and subject not in s.configs:
             s.configs[subject] = "; ".join(f"{k} = {v}" for k, v in short.items())
