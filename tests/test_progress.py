@@ -33,3 +33,12 @@ def test_a_line_every_interval_and_off(monkeypatch):
     with P.progress(total=2, desc="quiet") as b:
         b.update(2)
     assert out.getvalue() == before
+
+
+def test_every_long_loop_goes_through_the_helper():
+    """No tqdm outside ropedim/progress.py: a log gets lines, not carriage-return bars."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    users = [str(p.relative_to(root)) for d in ("ropedim", "fixtures", "claims") for p in (root / d).rglob("*.py")
+             if "tqdm" in p.read_text() and p.name != "progress.py"]
+    assert users == []
