@@ -151,8 +151,9 @@ def test_the_matrix_opens_the_report_in_the_papers_order(tmp_path):
     assert rows == ["| [C4a](#c4a)", "| [C5a](#c5a)", "| [C5b](#c5b)", "| [C5e](#c5e)", "| [C-Fig4](#c-fig4)",
                     "| [C-Fig4 (beyond the paper)](#c-fig4)"]  # the appendix's Fig. 4 after §5, beyond-the-paper last
     c5e = lines[head + 2 + rows.index("| [C5e](#c5e)")]
-    assert c5e == "| [C5e](#c5e) | · | ✅ 1.5 [0.5, 2.5] | ✅❔ 1.5 [0.5, 2.5] |"  # a glyph per check, the first's value
-    assert "| [C5a](#c5a) | · | ✅ ⚠ 0.9 [-0.1, 1.9] | · |" in md  # the weights belong to each task of the model
+    # a glyph per check, the first check's value, a link to the section
+    assert c5e == "| [C5e](#c5e) | · | [✅ 1.5 [0.5, 2.5]](#c5e) | [✅❔ 1.5 [0.5, 2.5]](#c5e) |"
+    assert "| [C5a](#c5a) | · | [✅ ⚠ 0.9 [-0.1, 1.9]](#c5a) | · |" in md  # the weights belong to each task of the model
     assert "❌ not supported on gemma3 · nq" in md  # what we found, one line per claim
     sections = re.findall(r"^## (\S+)", md, re.M)
     assert sections == ["C4a", "C5a", "C5b", "C5e", "C-Fig4"]
