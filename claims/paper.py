@@ -117,6 +117,7 @@ MASK_DECISIONS = (
     "that masks almost nothing, or changes no answer, cannot support a no-harm claim.",
 )
 
+# in the paper's order (the appendix's Fig. 4 last): the report's matrix and sections follow it
 CLAIMS = {c.id: c for c in [
     Claim("C2", "§2, Eq. 2",
           "Let a query vector and a key vector at position m, n [...] RoPE rotates them with RoPE matrices "
@@ -183,13 +184,6 @@ CLAIMS = {c.id: c for c in [
           "(except for Qwen)",
           f"ρ first16: {fmt_rho(FIG3_RHO, 0)}; last16: {fmt_rho(FIG3_RHO, 1)} (Llama / OLMo / Qwen)",
           figures=("fig3",), decisions=QA_DECISIONS + UTILITY_DECISIONS + RETRIEVAL_DECISIONS),
-    Claim("C-Fig4", "Appendix, Fig. 4",
-          "the correlation between the L1 norm of the rows of W_q and the utility scores of "
-          "the first and last dimensions",
-          f"ρ first16: {fmt_rho(FIG4_RHO, 0)}; last16: {fmt_rho(FIG4_RHO, 1)} (Llama / OLMo / Qwen)",
-          figures=("fig4",), decisions=UTILITY_DECISIONS + (
-              "Per head: x = mean L1 norm of the W_q rows of those dims, y = their mean "
-              "utility; Pearson ρ across heads.",)),
     Claim("C5e", "§5.4, Table 2",
           "masking the first 16 dimensions of the retrieval heads slightly increases the "
           "average accuracy [...] masking the first 32 dimensions [decreases it by] less than "
@@ -207,4 +201,11 @@ CLAIMS = {c.id: c for c in [
               "position minus at the first, not the difference of accuracy changes, which equals "
               "the unmasked primacy effect when masking floors accuracy everywhere; masked accuracy "
               "must be above the floor at one of the two positions.",)),
+    Claim("C-Fig4", "Appendix, Fig. 4",
+          "the correlation between the L1 norm of the rows of W_q and the utility scores of "
+          "the first and last dimensions",
+          f"ρ first16: {fmt_rho(FIG4_RHO, 0)}; last16: {fmt_rho(FIG4_RHO, 1)} (Llama / OLMo / Qwen)",
+          figures=("fig4",), decisions=UTILITY_DECISIONS + (
+              "Per head: x = mean L1 norm of the W_q rows of those dims, y = their mean "
+              "utility; Pearson ρ across heads.",)),
 ]}

@@ -341,7 +341,7 @@ def share_work(kind: str, specs: Sequence[Any], done: Callable[[int], bool],
     together with any other process running the same units: a unit whose lock another
     process holds is skipped and, once this process has no unclaimed unit left, waited for
     (and done here if that process died before finishing it). ``work`` must store its
-    results where ``done`` finds them. ``progress``: a tqdm bar, advanced once per unit."""
+    results where ``done`` finds them. ``progress``: a ``ropedim.progress`` tracker, advanced once per unit."""
     locks = [lock_for(path_for(kind, s, "", root)) for s in specs]
     pending = []
     for i, lock in enumerate(locks):

@@ -8,6 +8,7 @@ figure kinds accept its measures' payloads. Payloads cross pytest-xdist and
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -21,6 +22,35 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STYLE = {"rope": dict(color="tab:red", label="with RoPE"), "norope": dict(color="tab:blue", label="without RoPE")}
+# one colour per model in every figure (known aliases fixed; another model by its name's checksum)
+MODEL_COLOURS = {"smollm2": "tab:green", "gemma3": "tab:purple", "qwen": "tab:orange", "llama": "tab:brown",
+                 "olmo": "tab:cyan", "mistral": "tab:olive", "phi": "tab:pink", "gpt-neox": "tab:gray"}
+_SPARE = ("darkgoldenrod", "teal", "indigo", "firebrick", "slategray", "darkkhaki", "navy", "sienna")
+TASK_LINES = ("-", "--", ":", "-.")
+
+
+def model_colour(model: str) -> str:
+    return MODEL_COLOURS.get(model) or _SPARE[zlib.crc32(model.encode()) % len(_SPARE)]
+
+
+def _subjects(payloads, task: bool = True) -> str:
+    """'smollm2 (nq), gemma3 (nq)': the models (and tasks) a figure shows, for its title."""
+    seen = dict.fromkeys(f"{p.model} ({p.task})" if task and getattr(p, "task", None) else p.model
+                         for p in payloads)
+    return ", ".join(seen)
+
+
+def _subplots(n: int = 1, width: float = 5.5, height: float = 3.6, cols: int = 4, **kw):
+    """``n`` panels of ``width`` × ``height`` inches, ``cols`` a row at most, laid out so
+    that labels never touch (constrained layout): the figure and its n axes, in order."""
+    ncols = min(n, cols)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+                             layout="constrained", **kw)
+    flat = axes.ravel().tolist()
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 # ---------------------------------------------------------------- payloads
@@ -120,7 +150,7 @@ def _first_per(payloads, key):
 @figure(ToyCurves)
 def fig1a(payloads):
     """Fig. 1a: mean |q| and |k| per dimension (θ order), with and without RoPE."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    fig, axes = _subplots(2, 5, 3.4, sharey=True)
     for setup, f in _first_per(payloads, lambda p: p.setup).items():
         for ax, role in zip(axes, ("q", "k")):
             ax.plot(getattr(f, role), lw=1.2, **STYLE[setup])
@@ -129,14 +159,14 @@ def fig1a(payloads):
         ax.set_xlabel("dimension (θ order, highest frequency first)")
     axes[0].set_ylabel("mean |value| over tuples")
     axes[0].legend(frameon=False)
-    fig.suptitle("Fig. 1a: average magnitude per dimension", y=1.03)
+    fig.suptitle("Fig. 1a: average magnitude per dimension (toy)")
     return fig
 
 
 @figure(ToyCurves)
 def fig1b(payloads):
     """Fig. 1b: loss against the number of removed dims, first vs last."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, (ax,) = _subplots()
     for setup, f in _first_per(payloads, lambda p: p.setup).items():
         st = STYLE[setup]
         ax.plot(f.removed, f.loss_first, color=st["color"], ls="-", marker=".",
@@ -145,7 +175,7 @@ def fig1b(payloads):
                 label=f"{st['label']}: last dims removed")
     ax.set_xlabel("# removed dimensions")
     ax.set_ylabel("loss (Eq. 3), nats")
-    ax.set_title("Fig. 1b: removing dimensions")
+    ax.set_title("Fig. 1b: removing dimensions (toy)")
     ax.legend(frameon=False, fontsize=8)
     return fig
 
@@ -159,26 +189,27 @@ def _wq_panels(payloads):
 @figure(HeadProfile)
 def fig2a(payloads):
     """Fig. 2a: average L1 norm of W_q rows per dimension (θ order), one line per model."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, (ax,) = _subplots(1, 6)
     for (model, scaled), f in _wq_panels(payloads).items():
-        ax.plot(f.curve, lw=1.3, ls="--" if scaled else "-", label=f"{model}" + (" (× |q_norm|)" if scaled else ""))
+        ax.plot(f.curve, lw=1.3, ls="--" if scaled else "-", color=model_colour(model),
+                label=f"{model}" + (" (× |q_norm|)" if scaled else ""))
     ax.set_xlabel("dimension (θ order, highest frequency first)")
     ax.set_ylabel("mean L1 norm of W_q row")
-    ax.set_title("Fig. 2a: W_q row norms")
+    ax.set_title(f"Fig. 2a: W_q row norms, {_subjects(payloads, task=False)}")
     ax.legend(frameon=False, fontsize=8)
     return fig
 
+
 def _heatmaps(panels: dict, title: str, label: str, **imshow) -> plt.Figure:
     """One layer × head by dimension heatmap per panel ({title: figure data})."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.2), squeeze=False)
-    for ax, (name, (h, n_heads)) in zip(axes[0], panels.items()):
+    fig, axes = _subplots(len(panels), 5.2, 5.2)
+    for ax, (name, (h, n_heads)) in zip(axes, panels.items()):
         im = ax.imshow(h, aspect="auto", interpolation="nearest", **imshow)
         ax.set_title(name)
         ax.set_xlabel("dimension (θ order)")
         ax.set_ylabel(f"layer × head ({n_heads} heads a layer)")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -191,20 +222,22 @@ def fig5(payloads):
             h = np.asarray(f.heatmap)
             panels[model] = (h / h.mean(1, keepdims=True), f.n_heads)
     lo, hi = np.percentile(np.concatenate([h.ravel() for h, _ in panels.values()]), [1, 99])
-    return _heatmaps(panels, "Fig. 5: L1 norm of W_q rows, every head", "row L1 / head mean",
+    return _heatmaps(panels, f"Fig. 5: L1 norm of W_q rows, every head ({', '.join(panels)})", "row L1 / head mean",
                      cmap="viridis", vmin=lo, vmax=hi)
 
 
 @figure(HeadProfile)
 def fig2b(payloads):
     """Fig. 2b: average utility score per dimension (θ order)."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, (ax,) = _subplots(1, 6)
+    tasks = sorted({str(p.task) for p in payloads})
     for (model, task), f in _first_per(payloads, lambda p: (p.model, p.task)).items():
-        ax.plot(f.curve, lw=1.3, label=f"{model} ({task})")
+        ax.plot(f.curve, lw=1.3, color=model_colour(model), ls=TASK_LINES[tasks.index(str(task)) % len(TASK_LINES)],
+                label=f"{model} ({task})")
     ax.set_xlabel("dimension (θ order, highest frequency first)")
     ax.set_ylabel("mean utility u")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Fig. 2b: utility scores")
+    ax.set_title(f"Fig. 2b: utility scores, {_subjects(payloads)}")
     ax.legend(frameon=False, fontsize=8)
     return fig
 
@@ -214,22 +247,22 @@ def fig6(payloads):
     """Fig. 6: every head's utility scores (rows: layer × head, columns: θ order)."""
     panels = {f"{m} ({t})": (np.asarray(f.heatmap), f.n_heads)
               for (m, t), f in _first_per(payloads, lambda p: (p.model, p.task)).items()}
-    return _heatmaps(panels, "Fig. 6: utility scores, every head", "u", cmap="magma", vmin=0, vmax=1)
+    return _heatmaps(panels, f"Fig. 6: utility scores, every head ({', '.join(panels)})", "u", cmap="magma", vmin=0, vmax=1)
 
 
 def _scatter(payloads, title):
     panels = _first_per(payloads, lambda f: (f.model, f.task, f.which))
     keys = sorted(panels, key=lambda k: (k[0], k[1], k[2] != "first"))
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    fig, axes = _subplots(len(keys), 4.2, 3.8)  # first | last of a subject side by side
+    for ax, key in zip(axes, keys):
         f = panels[key]
         sc = ax.scatter(f.x, f.y, c=f.layer, cmap="viridis", s=12)
         rho = np.corrcoef(f.x, f.y)[0, 1] if len(f.x) > 2 else float("nan")
-        ax.set_title(f"{key[0]} ({key[1]}), {key[2]} dims: ρ = {rho:.2f}", fontsize=9)
+        ax.set_title(f"{key[0]} ({key[1]}), {key[2]} dims: ρ = {rho:.2f}", fontsize=9, color=model_colour(key[0]))
         ax.set_xlabel(f.labels[0])
         ax.set_ylabel(f.labels[1])
-    fig.colorbar(sc, ax=axes[0].tolist(), label="layer", fraction=0.02)
-    fig.suptitle(title)
+    fig.colorbar(sc, ax=axes, label="layer", fraction=0.02)
+    fig.suptitle(f"{title}: {_subjects(panels[k] for k in keys)}")
     return fig
 
 
@@ -249,15 +282,15 @@ def fig4(payloads):
 def accuracy_by_position(payloads):
     """Accuracy by gold position under each mask variant (Tables 1-3 as lines)."""
     panels = _first_per(payloads, lambda f: (f.model, f.task))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-    for ax, ((model, task), f) in zip(axes[0], panels.items()):
+    fig, axes = _subplots(len(panels), 4.6, 3.6)
+    for ax, ((model, task), f) in zip(axes, panels.items()):
         for v, acc in f.accuracy.items():
             ax.plot(f.positions, acc, marker="o", lw=1.3, ls="-" if v == "none" else "--", label=v)
-        ax.set_title(f"{model} ({task}, n = {f.n})")
+        ax.set_title(f"{model} ({task}, n = {f.n}, {f.mode} mode)", color=model_colour(model))
         ax.set_xlabel("gold document position")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.set_xticks(f.positions)
-    axes[0][0].legend(frameon=False, fontsize=8)
-    fig.tight_layout()
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(f"Accuracy by gold position under each mask: {_subjects(panels.values())}")
     return fig

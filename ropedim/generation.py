@@ -29,7 +29,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ropedim import cache as disk
 from ropedim import memory
@@ -37,6 +36,7 @@ from ropedim.anatomy import mask_shape
 from ropedim.decode import Answer, Padded, SharedContext, eos_ids, greedy, left_pad, pad_id
 from ropedim.devices import input_device
 from ropedim.hooks import BeforeRoPE
+from ropedim.progress import progress
 from ropedim.prompts import Prompt, encode
 
 __all__ = ["generate", "sweep", "model_fingerprint", "mask_digest", "MODES"]
@@ -127,7 +127,7 @@ def _run(batches, out: dict[str, list], specs: dict[str, list], use: bool, work,
                     out[v][i] = _load(specs[v][i], use)
         return not missing(b)
 
-    bar = tqdm(total=len(batches), desc=desc, disable=all(done(b) for b in range(len(batches))))
+    bar = progress(total=len(batches), desc=desc, disable=all(done(b) for b in range(len(batches))))
     if not use:
         for b in range(len(batches)):
             if missing(b):

@@ -1,54 +1,96 @@
-"""The claim-verification report: ``reports/claims.json``, ``reports/claims.md`` and one
-figure per claim in ``reports/figures/``, rendered from :class:`ropedim.record.ClaimRecord`.
+"""The claim-verification report: ``reports/claims.json`` (the record), and rendered from
+it ``reports/claims.md``, ``reports/claims.html`` (one self-contained page) and one figure
+per claim in ``reports/figures/``.
+
+The page opens with the verdict matrix (the paper's claims in the paper's order × the
+subjects: the toy, each model on each task), then one line per claim (its sentence and
+what we found), then a section per claim. Both pages are rendered by Jinja2 templates
+(``ropedim/templates/``) from one view of the records (:func:`view`).
 
 Records of earlier runs are kept unless this run re-ran the same test, so
-``pytest claims -k toy`` and ``pytest claims --model qwen`` add up to one report.
+``pytest claims -k toy`` and ``pytest claims --model qwen`` add up to one report. The
+report is rebuilt from its record alone, byte for byte::
+
+    python -m ropedim.report reports/claims.json                     # re-render md, html, figures
+    python -m ropedim.report merge a/claims.json b/claims.json --out reports/   # runs of several machines
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
 import datetime as dt
+import functools
 import json
+import sys
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
+
 from . import figures
-from .cache import atomic_write
-from .robustness import annotate
+from .cache import atomic_write, lock_for
 from .record import SCHEMA, ClaimRecord
+from .robustness import annotate, task_of
 from .verdict import Criterion
 
-ICON = {"supported": "✅ supported", "not supported": "❌ not supported",
-        "inconclusive": "❔ inconclusive", "skipped": "⏭ skipped", "error": "💥 error"}
+__all__ = ["write", "render", "rebuild", "merge", "load", "view", "main"]
+
+GLYPH = {"supported": "✅", "not supported": "❌", "inconclusive": "❔", "skipped": "⏭", "error": "💥"}
+ICON = {k: f"{g} {k}" for k, g in GLYPH.items()}
+# a cell's summary verdict: the first of these among its checks
+PRECEDENCE = ("error", "not supported", "inconclusive", "supported", "skipped")
+TOY = "toy"  # the matrix column of the subjects that are no model (the toy, RoPE itself)
+NO_MODEL = ("toy", "rope")
+TOY_LABEL = "RoPE, toy"  # §2's identity on random vectors, §4's toy
+FIGURE_DATA = ".figure-data.json"
+GLYPHS_PER_CELL = 4  # more checks than this in a cell: counts instead of one glyph each
+QUOTE_CHARS = 110
 
 
-def write(records: list[ClaimRecord], report_dir: Path, claims: dict) -> list[Path]:
-    """Merge ``records`` into the report in ``report_dir``; ``claims``: id -> claims.paper.Claim."""
+# ---------------------------------------------------------------- writing and reading the record
+
+def write(records: list[ClaimRecord], report_dir: Path, claims: dict, checks: list[str] | None = None) -> list[Path]:
+    """Merge ``records`` into the report in ``report_dir``; ``claims``: id -> claims.paper.Claim;
+    ``checks``: the claims table's check keys in its order (a claim's checks are shown in
+    it, its first the cell's value), by default the keys' alphabetical order."""
     report_dir = Path(report_dir)
-    fig_dir = report_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = report_dir / "claims.json", report_dir / "claims.md"
-    merged = {r.test_id: r for r in load(json_path)}
+    merged = {r.test_id: r for r in load(report_dir / "claims.json")}
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for r in records:
         r.run_at = r.run_at or now  # a merged record keeps its run's time
         merged[r.test_id] = r
-    rows = sorted(merged.values(), key=lambda r: (r.claim, r.model, r.test_id))
-    annotate(rows)
+    return render(list(merged.values()), report_dir, claims, checks)
 
+
+def render(records: list[ClaimRecord], report_dir: Path, claims: dict, checks: list[str] | None = None) -> list[Path]:
+    """Write the report of exactly ``records``: claims.json, its figure data, the figures,
+    claims.md and claims.html. A function of the records only (no clock, no run state)."""
+    report_dir = Path(report_dir)
+    fig_dir = report_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    rows = sorted(records, key=lambda r: (r.claim, r.model, r.test_id))
+    annotate(rows)
     figs = {}
     for claim_id, claim in claims.items():
         payloads = [r.figure for r in rows if r.claim == claim_id and r.figure is not None]
         if payloads:
             figs[claim_id] = [figures.draw(kind, payloads, fig_dir / f"{claim_id}-{kind}.png")
                               for kind in claim.figures]
+    json_path, md_path, html_path = (report_dir / f"claims.{x}" for x in ("json", "md", "html"))
     public = [r.to_json(figure=False) for r in rows]
-    atomic_write(json_path, lambda t: t.write_text(json.dumps(public, indent=1, default=float)))
-    atomic_write(md_path, lambda t: t.write_text(_markdown(rows, claims, figs, report_dir)))
-    # figure payloads stay in a side file so the next run can redraw merged figures
-    side = {r.test_id: r.figure.to_json() for r in rows if r.figure is not None}
-    atomic_write(report_dir / ".figure-data.json", lambda t: t.write_text(json.dumps(side)))
-    return [md_path, json_path, *(p for ps in figs.values() for p in ps)]
+    _put(json_path, json.dumps(public, indent=1, default=float))
+    # figure payloads stay in a side file so that a later run can redraw merged figures
+    _put(report_dir / FIGURE_DATA, json.dumps({r.test_id: r.figure.to_json() for r in rows if r.figure is not None}))
+    v = view(rows, claims, figs, report_dir, checks)
+    _put(md_path, _template("claims.md.j2").render(**v))
+    _put(html_path, _template("claims.html.j2").render(**v, image=functools.partial(_data_uri, report_dir=report_dir)))
+    return [md_path, html_path, json_path, *(p for ps in figs.values() for p in ps)]
+
+
+def _put(path: Path, text: str) -> None:
+    atomic_write(path, lambda t: t.write_text(text, encoding="utf-8"))
 
 
 def load(path: Path) -> list[ClaimRecord]:
@@ -61,7 +103,7 @@ def load(path: Path) -> list[ClaimRecord]:
         return []
     try:
         rows = json.loads(path.read_text())
-        side = path.parent / ".figure-data.json"
+        side = path.parent / FIGURE_DATA
         figs = json.loads(side.read_text()) if side.exists() else {}
     except (json.JSONDecodeError, OSError) as e:
         warnings.warn(f"{path}: unreadable ({e}); the report is rebuilt from this run's records")
@@ -73,11 +115,44 @@ def load(path: Path) -> list[ClaimRecord]:
     return [ClaimRecord.from_json({**r, "figure": figs.get(r["test_id"])}) for r in current]
 
 
-def fmt_value(r: ClaimRecord) -> str:
-    if r.value is None:
+def _records_of(path: Path) -> list[ClaimRecord]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such claims.json (give the files a run wrote to its --report-dir)")
+    records = load(Path(path))
+    if not records:
+        raise ValueError(f"{path}: no records could be read (an empty, damaged or foreign file)")
+    return records
+
+
+def rebuild(json_path: Path, claims: dict, checks: list[str] | None = None) -> list[Path]:
+    """Re-render the report beside ``json_path`` from it (and its figure data) alone."""
+    json_path = Path(json_path)
+    with lock_for(json_path):
+        return render(_records_of(json_path), json_path.parent, claims, checks)
+
+
+def merge(inputs: list[Path], out: Path, claims: dict, checks: list[str] | None = None) -> list[Path]:
+    """Merge the records of ``inputs`` (claims.json paths) into the report in ``out``. A
+    test present in several inputs keeps its most recent run (``run_at``; a tie goes to the
+    input named later); the out report's other tests are kept."""
+    latest = {}
+    for path in inputs:
+        for r in _records_of(path):
+            if r.test_id not in latest or r.run_at >= latest[r.test_id].run_at:
+                latest[r.test_id] = r
+    with lock_for(Path(out) / "claims.json"):
+        return write(list(latest.values()), out, claims, checks)
+
+
+# ---------------------------------------------------------------- the view both templates render
+
+def fmt_value(r: ClaimRecord | dict) -> str:
+    value, interval = (r.get("value"), r.get("interval")) if isinstance(r, dict) else (r.value, r.interval)
+    if value is None:
         return "—"
-    lo, hi = r.interval
-    return f"{r.value:.3g} [{lo:.3g}, {hi:.3g}]"
+    if not interval:
+        return f"{value:.3g}"
+    return f"{value:.3g} [{interval[0]:.3g}, {interval[1]:.3g}]"
 
 
 def fmt_criterion(r: ClaimRecord) -> str:
@@ -95,78 +170,122 @@ def _finding(r: ClaimRecord) -> str:
     e = r.expected
     if not e or e["outcomes"] == ["supported"]:
         return ""
-    return f"{' or '.join(e['outcomes'])}: {e['why']}"
+    return f"known finding, {' or '.join(e['outcomes'])}: {e['why']}"
 
 
-def _markdown(rows: list[ClaimRecord], claims: dict, figs: dict, report_dir: Path) -> str:
-    level = next((r.level for r in rows if r.level), 0.95)
-    out = ["# Claim verification report",
-           "",
-           "Chiang & Yogatama (2025), *The Rotary Position Embedding May Cause Dimension "
-           "Inefficiency in Attention Heads for Long-Distance Retrieval*. Each row is one "
-           f"claim test: the paper's number beside ours, with a {int(100 * level)}% bootstrap "
-           "interval, the tolerance from the claims table and the verdict. ↑/↓: the claim puts "
-           "the statistic above/below the threshold; ≈: an equivalence band. A known finding "
-           "(a check that does not hold on a model) is written down with its reason; a run whose "
-           "verdict differs from it fails.",
-           "",
-           "| claim | test | paper says | we measured [interval] | tolerance | verdict |",
-           "|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r.claim} | `{r.test_id}` | {r.paper_value} | {fmt_value(r)} "
-                   f"| {fmt_criterion(r)} | {_verdict(r)} |")
-    for cid, claim in claims.items():
-        mine = [r for r in rows if r.claim == cid]
-        if mine:
-            out += _claim_section(cid, claim, mine, figs.get(cid, []), report_dir)
-    out += _mode_section(rows)
-    return "\n".join(out) + "\n"
+def summary_verdict(verdicts) -> str:
+    present = set(verdicts)
+    return next((v for v in PRECEDENCE if v in present), "skipped")
 
 
-def _claim_section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: Path) -> list[str]:
-    out = ["", f"## {cid} ({claim.section})", "", f"> {claim.quote}", "", f"The paper's evidence: {claim.evidence}.", ""]
-    for path in figs:
-        out += [f"![{cid}]({path.relative_to(report_dir).as_posix()})", ""]
-    if claim.paper_table:
-        out += _accuracy_table(claim.paper_table, mine)
-    out += ["| test | statistic | measured [interval] | n | tolerance | verdict | why | known finding | seconds |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for r in mine:
-        out.append(f"| `{r.test_id}` | {r.statistic} | {fmt_value(r)} | {r.n or '—'} | {fmt_criterion(r)} "
-                   f"| {_verdict(r)} | {r.reason} | {_finding(r)} | {r.seconds:.1f} |")
-    sources = {}
-    for r in mine:
-        if r.criterion and r.criterion.get("source"):
-            sources.setdefault(fmt_criterion(r), r.criterion["source"])
-    if sources:
-        out += ["", "Where the tolerances come from:", ""] + [f"- {t}: {s}" for t, s in sources.items()]
-    data_lines = {}
-    for r in mine:
-        c = r.config
-        if "n_kept" in c:
-            data_lines.setdefault((r.model, c["task"]), (
-                f"- {r.model} on {c['task']}: data {c['data']}; {c['n_kept']} questions kept at each of the "
-                f"gold positions {c['positions_1based']}, {len(c['skipped_too_long'])} skipped because the prompt "
-                f"exceeds the model's {c['max_len']} tokens (prompts {c['tokens_min']}-{c['tokens_max']} tokens)."))
-    if data_lines:
-        out += [""] + list(data_lines.values())
-    if claim.decisions:
-        out += ["", "What the paper leaves open, and what we chose:", ""] + [f"- {d}" for d in claim.decisions]
-    for r in mine:
-        if r.config or r.extra:
-            spec = {"measure": r.measure, "args": r.args, "subject": r.subject, "config": r.config, "extra": r.extra}
-            out += ["", f"<details><summary>{r.test_id}: configuration and details (profile {r.profile}, "
-                    f"seed {r.seed}, run {r.run_at})</summary>", "", "```json",
-                    json.dumps(spec, indent=1, default=float), "```", "", "</details>"]
+@dataclass
+class Column:
+    model: str  # TOY for the subjects that are no model
+    task: str | None
+
+    @property
+    def label(self) -> str:
+        if self.model == TOY:
+            return TOY_LABEL
+        return self.model if self.task is None else f"{self.model} · {self.task}"
+
+    def holds(self, r: ClaimRecord) -> bool:
+        """A record of this subject; a model's weights belong to each of its tasks."""
+        if self.model == TOY:
+            return r.model in NO_MODEL
+        return r.model == self.model and task_of(r) in (None, self.task)
+
+
+@dataclass
+class Cell:
+    records: list[ClaimRecord]
+    verdict: str = ""
+    glyphs: str = ""
+    value: str = ""
+    title: str = ""
+    changed: bool = False  # a check's known finding changed (its test failed)
+
+    def __post_init__(self):
+        vs = [r.verdict for r in self.records]
+        self.verdict = summary_verdict(vs)
+        if len(vs) <= GLYPHS_PER_CELL:
+            self.glyphs = "".join(GLYPH.get(v, "?") for v in vs)
+        else:
+            self.glyphs = " ".join(f"{vs.count(v)}{GLYPH[v]}" for v in GLYPH if v in vs)
+        primary = next((r for r in self.records if r.value is not None), None)
+        self.value = fmt_value(primary) if primary else ""
+        self.title = "; ".join(f"{r.check}: {r.verdict} {fmt_value(r)}" for r in self.records)
+        self.changed = any(r.test_outcome == "failed" for r in self.records)
+
+
+@dataclass
+class MatrixRow:
+    claim: str
+    anchor: str
+    label: str
+    beyond: bool
+    cells: list[Cell | None]
+
+
+@dataclass
+class Section:
+    id: str
+    anchor: str
+    claim: object  # claims.paper.Claim
+    figures: list[str]  # paths relative to the report
+    records: list[ClaimRecord]
+    paper_table: list[list[str]] = field(default_factory=list)
+    statistics: dict = field(default_factory=dict)  # check -> what its number is
+    sources: dict = field(default_factory=dict)  # tolerance -> where it comes from
+    readings: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # robustness: fragile verdicts, readings that pass Table 1
+    data: list[str] = field(default_factory=list)
+    configs: dict = field(default_factory=dict)  # subject -> "key = value; ..."
+
+
+def anchor(claim_id: str) -> str:
+    return claim_id.lower().replace(" ", "-")
+
+
+def shorten(text: str, n: int = QUOTE_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+
+
+def columns_of(rows: list[ClaimRecord]) -> list[Column]:
+    cols = [Column(TOY, None)] if any(r.model in NO_MODEL for r in rows) else []
+    for model in sorted({r.model for r in rows} - set(NO_MODEL)):
+        tasks = sorted({t for r in rows if r.model == model and (t := task_of(r))})
+        cols += [Column(model, t) for t in tasks] or [Column(model, None)]
+    return cols
+
+
+def _matrix(rows, claims, cols) -> list[MatrixRow]:
+    """``rows`` in check order: a cell's first check gives its value."""
+    out = []
+    for beyond in (False, True):
+        for cid in claims:
+            mine = [r for r in rows if r.claim == cid and r.beyond == beyond]
+            if mine:
+                cells = [Cell(c) if (c := [r for r in mine if col.holds(r)]) else None for col in cols]
+                out.append(MatrixRow(cid, anchor(cid), cid + (" (beyond the paper)" if beyond else ""), beyond, cells))
     return out
 
 
-def _accuracy_table(paper: dict, records: list[ClaimRecord]) -> list[str]:
+def found(row: MatrixRow, cols: list[Column]) -> str:
+    """'supported on toy; not supported on smollm2 · nq': a row across its subjects."""
+    by = {}
+    for col, cell in zip(cols, row.cells):
+        if cell is not None:
+            by.setdefault(cell.verdict, []).append(col.label)
+    return "; ".join(f"{GLYPH.get(v, '')} {v} on {', '.join(subjects)}" for v, subjects in
+                     sorted(by.items(), key=lambda kv: PRECEDENCE.index(kv[0]) if kv[0] in PRECEDENCE else 9))
+
+
+def _paper_table(paper: dict, records: list[ClaimRecord]) -> list[list[str]]:
     """The paper's accuracy table beside ours (gold at first / middle / last, average)."""
-    out = ["| source | mask | first | middle | last | avg |", "|---|---|---|---|---|---|"]
-    for model, rows in paper.items():
-        for variant, vals in rows.items():
-            out.append(f"| paper: {model} | {variant} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+    out = [[f"paper: {model}", variant, *(f"{v:.2f}" for v in vals)]
+           for model, rows in paper.items() for variant, vals in rows.items()]
     masks = list(next(iter(paper.values())))
     seen = set()
     for r in records:
@@ -176,28 +295,146 @@ def _accuracy_table(paper: dict, records: list[ClaimRecord]) -> list[str]:
         seen.add((f.model, f.task))
         for v in (v for v in masks if v in f.accuracy):
             acc = f.accuracy[v]
-            out.append(f"| ours: {f.model} ({f.task}, n = {f.n}, {f.mode} mode) | {v} | "
-                       + " | ".join(f"{a:.2f}" for a in acc) + f" | {sum(acc) / len(acc):.2f} |")
-    return out + [""]
+            out.append([f"ours: {f.model} ({f.task}, n = {f.n}, {f.mode} mode)", v,
+                        *(f"{a:.2f}" for a in acc), f"{sum(acc) / len(acc):.2f}"])
+    return out
 
 
-def _mode_section(rows: list[ClaimRecord]) -> list[str]:
+def _short(value) -> str | None:
+    """A configuration value short enough for one line, else None (it stays in claims.json)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = str(value)
+    elif isinstance(value, (list, tuple)) and len(value) <= 8 and all(not isinstance(x, (dict, list)) for x in value):
+        text = "[" + ", ".join(map(str, value)) + "]"
+    else:
+        return None
+    return text if len(text) <= 80 else None
+
+
+def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: Path) -> Section:
+    s = Section(cid, anchor(cid), claim, [p.relative_to(report_dir).as_posix() for p in figs], mine)
+    if claim.paper_table:
+        s.paper_table = _paper_table(claim.paper_table, mine)
+    for r in mine:
+        s.statistics.setdefault(r.check.removeprefix(cid).lstrip("-") or cid, r.statistic)
+        if r.criterion and r.criterion.get("source"):
+            s.sources.setdefault(fmt_criterion(r), r.criterion["source"])
+        for label, a in r.alternatives.items():
+            s.readings.append({"test": r.test_id, "reading": label, "value": fmt_value(a),
+                               "verdict": ICON.get(a["verdict"], a["verdict"]), "reason": a.get("reason", ""),
+                               "passes": r.readings_passing is not None and label in r.readings_passing})
+        if r.fragile:
+            s.notes.append(f"{r.test_id}: fragile, the verdict differs between readings that pass the paper's "
+                           f"sanity check (Table 1) here: {', '.join(r.readings_passing)}.")
+        elif r.readings_passing is not None:
+            s.notes.append(f"{r.test_id}: the same verdict under every reading that passes Table 1 here "
+                           f"({', '.join(r.readings_passing) or 'none does'}).")
+        c = r.config
+        if "n_kept" in c and (line := (
+                f"{r.model} on {c['task']}: data {c['data']}; {c['n_kept']} questions kept at each of the "
+                f"gold positions {c['positions_1based']}, {len(c['skipped_too_long'])} skipped because the prompt "
+                f"exceeds the model's {c['max_len']} tokens (prompts {c['tokens_min']}-{c['tokens_max']} tokens).")
+                ) not in s.data:
+            s.data.append(line)
+        subject = r.model + (f" · {task_of(r)}" if task_of(r) else "")
+        short = {k: t for k, v in c.items() if (t := _short(v)) is not None}
+        if short and subject not in s.configs:
+            s.configs[subject] = "; ".join(f"{k} = {v}" for k, v in short.items())
+    return s
+
+
+def _mode_checks(rows: list[ClaimRecord]) -> list[dict]:
     """Fast mode (mask from the question on) against faithful (mask at every position),
     once per model and task."""
     checks = {}
     for r in rows:
         if r.mode_check and isinstance(r.figure, figures.AccuracyByPosition):
-            checks.setdefault((r.figure.model, r.figure.task), r.mode_check)
-    if not checks:
-        return []
-    out = ["", "## Masking mode: fast against faithful", "",
-           "How far fast mode (mask from the question on, the context's cache shared) is from "
-           "faithful mode (mask at every position, the paper's), on the same questions:", "",
-           "| model (task) | mask | questions × positions | accuracy fast | accuracy faithful "
-           "| same correctness | same answer |", "|---|---|---|---|---|---|---|"]
-    for (model, task), rows_ in checks.items():
-        for c in rows_:
-            out.append(f"| {model} ({task}) | {c['variant']} | {c['n']} | {c['accuracy_fast']:.1f} | "
-                       f"{c['accuracy_faithful']:.1f} | {100 * c['same_correctness']:.0f}% | "
-                       f"{100 * c['same_answer']:.0f}% |")
-    return out
+            checks.setdefault(f"{r.figure.model} ({r.figure.task})", r.mode_check)
+    return [{"subject": subject, **c} for subject, cs in checks.items() for c in cs]
+
+
+def view(rows: list[ClaimRecord], claims: dict, figs: dict, report_dir: Path, checks: list[str] | None = None) -> dict:
+    """Everything the templates show, computed once; a claim's records in check order
+    (``checks``, else alphabetical), the paper's checks before those beyond it."""
+    cols = columns_of(rows)
+    rank = {k: i for i, k in enumerate(checks or ())}
+    rows = sorted(rows, key=lambda r: (r.beyond, rank.get(r.check, len(rank)), r.check,
+                                       next((i for i, c in enumerate(cols) if c.holds(r)), 0), r.test_id))
+    matrix = _matrix(rows, claims, cols)
+    return {
+        "level": int(100 * next((r.level for r in rows if r.level), 0.95)),
+        "columns": cols, "matrix": matrix, "claims": claims,
+        "found": [(m, shorten(claims[m.claim].quote), found(m, cols)) for m in matrix if not m.beyond],
+        "sections": [_section(cid, claim, mine, figs.get(cid, []), report_dir)
+                     for cid, claim in claims.items() if (mine := [r for r in rows if r.claim == cid])],
+        "mode_checks": _mode_checks(rows),
+        "runs": sorted({(r.profile, r.seed, r.run_at[:10]) for r in rows if r.profile}),
+        "tests": len(rows), "seconds": sum(r.seconds for r in rows),
+        "fmt_value": fmt_value, "fmt_criterion": fmt_criterion, "verdict": _verdict, "finding": _finding,
+        "glyph": GLYPH,
+    }
+
+
+# ---------------------------------------------------------------- templates
+
+def _md_cell(text) -> str:
+    """Text safe in a Markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _data_uri(path: str, report_dir: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode((Path(report_dir) / path).read_bytes()).decode()
+
+
+_ENV: dict = {}
+
+
+def _template(name: str) -> jinja2.Template:
+    if not _ENV:
+        _ENV["env"] = env = jinja2.Environment(
+            loader=jinja2.PackageLoader("ropedim", "templates"), trim_blocks=True, lstrip_blocks=True,
+            keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(["html.j2"]))
+        env.filters["md"] = _md_cell
+    return _ENV["env"].get_template(name)
+
+
+# ---------------------------------------------------------------- command line
+
+def table() -> tuple[dict, list[str]]:
+    """The claims table's claims and check keys, in order, from the checkout this package
+    lives in (claims/ sits beside ropedim/): what ``write``'s callers pass."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from claims.table import CHECKS, CLAIMS
+    return CLAIMS, [c.key for c in CHECKS]
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        ap = argparse.ArgumentParser(prog="python -m ropedim.report merge",
+                                     description="Merge the claim reports of several runs into one.")
+        ap.add_argument("inputs", nargs="+", type=Path, help="claims.json files of the runs to merge")
+        ap.add_argument("--out", type=Path, required=True, help="report directory to merge into (e.g. reports/)")
+        args = ap.parse_args(argv[1:])
+        paths = merge(args.inputs, args.out, *table())
+        print(f"merged {len(args.inputs)} reports into {args.out}:")
+    else:
+        ap = argparse.ArgumentParser(prog="python -m ropedim.report",
+                                     description="Re-render a claim report (md, html, figures) from its claims.json.")
+        ap.add_argument("claims_json", type=Path, help="the report's claims.json (its .figure-data.json beside it)")
+        args = ap.parse_args(argv)
+        paths = rebuild(args.claims_json, *table())
+        print(f"re-rendered {args.claims_json.parent}:")
+    for p in paths[:3]:
+        print(f"  {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")

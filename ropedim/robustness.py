@@ -14,12 +14,13 @@ from .record import ClaimRecord
 from .utility import PRIMARY
 from .verdict import SUPPORTED
 
-__all__ = ["sanity", "annotate"]
+__all__ = ["sanity", "annotate", "task_of"]
 
 SANITY_CLAIM = "C5c"  # Table 1
 
 
-def _task(r: ClaimRecord) -> str | None:
+def task_of(r: ClaimRecord) -> str | None:
+    """The QA task a record is about (None: the toy, RoPE itself, a model's weights)."""
     return r.subject.get("task") if isinstance(r.subject, dict) else None
 
 
@@ -30,7 +31,7 @@ def sanity(records: list[ClaimRecord]) -> dict[tuple[str, str], dict[str, str]]:
         if r.claim == SANITY_CLAIM and r.verdict not in ("error", "skipped"):
             per = {PRIMARY: r.verdict}
             per.update({label: a["verdict"] for label, a in r.alternatives.items()})
-            out[r.model, _task(r)] = per
+            out[r.model, task_of(r)] = per
     return out
 
 
@@ -38,7 +39,7 @@ def annotate(records: list[ClaimRecord]) -> None:
     """Set ``readings_passing`` and ``fragile`` on every record that has readings."""
     checks = sanity(records)
     for r in records:
-        passing = checks.get((r.model, _task(r)))
+        passing = checks.get((r.model, task_of(r)))
         if passing is None or not r.alternatives or r.verdict in ("error", "skipped"):
             continue
         ok = [k for k, v in passing.items() if v == SUPPORTED]

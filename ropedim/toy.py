@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import cache
+from .progress import progress as tracker
 from .rope import inv_freq
 
 
@@ -188,8 +188,8 @@ def _train(cfg, ropes, seeds, progress, compile) -> list[ToyRun]:
     gens = {s: torch.Generator().manual_seed(10_000 + s) for s in seeds}
     per_epoch = math.ceil(cfg.samples_per_epoch / cfg.batch)
     history = []
-    bar = tqdm(total=cfg.steps, desc=f"toy ×{M} (rope {sorted(set(ropes))}, seeds {list(seeds)})",
-               disable=not progress, mininterval=2.0)
+    bar = tracker(total=cfg.steps, desc=f"toy ×{M} (rope {sorted(set(ropes))}, seeds {list(seeds)})",
+                  disable=not progress, mininterval=2.0)
     for _ in range(cfg.epochs):
         drawn = {s: _sample(g, 1, per_epoch * cfg.batch, cfg) for s, g in gens.items()}
         target, subset, pos = (torch.cat([drawn[s][i] for s in seeds_m]) for i in range(3))

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from .attention import key_bias
+from .progress import progress
 from .capture import LayerCapture, in_layer_order, query_positions
 from .rope import pair_partner, rotate_half, storage_cos_sin
 
@@ -307,7 +307,7 @@ def utility_scores(examples: Sequence[Any], config: UtilityConfig = UtilityConfi
     steps = torch.zeros(N, G, dtype=torch.long, device=dev)
     active = torch.ones(N, G, dtype=torch.bool, device=dev)
     hist = []  # objective [N, G] of the last `patience` + 1 steps
-    bar = tqdm(total=cfg.max_steps, desc=f"utility (Eq. 4), {N * G} heads", disable=N * G < 16)
+    bar = progress(total=cfg.max_steps, desc=f"utility (Eq. 4), {N * G} heads", disable=N * G < 16)
     with torch.no_grad():
         for _ in range(cfg.max_steps):
             bar.update()

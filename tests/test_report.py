@@ -1,14 +1,19 @@
-"""The report plugin end to end: a real pytest run in a subprocess, with xdist."""
+"""The report: the plugin end to end (a real pytest run in a subprocess, with xdist), the
+verdict matrix, re-rendering from claims.json, merging, and the HTML page in a browser."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from claims.table import CHECKS, CLAIMS, Toy, check_by_key
 from ropedim import report
-from ropedim.figures import AccuracyByPosition
+from ropedim.figures import AccuracyByPosition, HeadProfile
 from ropedim.record import ClaimRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +40,9 @@ def test_xdist_run_writes_one_report_with_every_toy_claim(tmp_path):
         assert r["config"]["seeds"] == [0, 1]
         assert r["criterion"]["source"]  # every tolerance says where it comes from
     md = (tmp_path / "reports" / "claims.md").read_text()
-    assert "| C4a |" in md and "figures/C4a-fig1a.png" in md
+    matrix = md.index("| claim | RoPE, toy |")  # the verdict matrix opens the report
+    assert matrix < md.index("\n## ") and "| [C4a](#c4a) |" in md[matrix:] and "figures/C4a-fig1a.png" in md
+    assert (tmp_path / "reports" / "claims.html").stat().st_size > 5000
     assert (tmp_path / "reports" / "figures" / "C4b-fig1b.png").stat().st_size > 5000
 
 
@@ -102,8 +109,117 @@ def test_records_of_an_older_format_are_dropped_not_merged(tmp_path):
     old.update(criterion="less", schema=1)
     old_no_schema = {k: v for k, v in old.items() if k != "schema"} | {"test_id": "C5a-olmo"}
     (tmp_path / "claims.json").write_text(json.dumps([old, old_no_schema]))
-    import pytest
     with pytest.warns(UserWarning, match="older report format dropped"):
         report.write([ClaimRecord.skipped(c5a, "qwen", "new")], tmp_path, CLAIMS)
     rows = json.loads((tmp_path / "claims.json").read_text())
     assert [r["test_id"] for r in rows] == ["C5a-qwen"] and rows[0]["schema"] == 2
+
+
+ORDER = [c.key for c in CHECKS]
+
+
+def _measured(key: str, model: str, verdict: str, value: float, figure=None, test_outcome="passed") -> ClaimRecord:
+    c = check_by_key(key)
+    return ClaimRecord(c.test_id(model), c.claim, c.key, model, verdict, "why", c.paper_value, value=value,
+                       interval=[value - 1, value + 1], criterion=c.criterion.to_json(), subject={"task": c.subject.task}
+                       if hasattr(c.subject, "task") else {}, beyond=c.beyond, figure=figure, profile="smoke", seed=0,
+                       run_at="2026-01-01T00:00:00+00:00", test_outcome=test_outcome)
+
+
+def _two_models(tmp_path) -> list[ClaimRecord]:
+    acc = {v: [90.0, 50.0, 70.0] for v in ("none", "first16", "first32", "last16", "last32")}
+    curve = HeadProfile("gemma3", "utility", [0.1, 0.5, 0.9], [[0.1, 0.5, 0.9]], 1, "nq")
+    recs = [_measured("C5e-first16-nq", m, "supported", 1.5, AccuracyByPosition(m, "nq", [1, 3, 5], acc, 30, "fast"))
+            for m in ("smollm2", "gemma3")]
+    recs += [_measured("C5e-first32-nq", "smollm2", "inconclusive", -1.0),
+             _measured("C-Fig4-first16-nq", "gemma3", "not supported", -0.2),
+             _measured("C-Fig4-contrast-nq", "gemma3", "supported", 0.3),
+             _measured("C5b-nq", "gemma3", "supported", 0.8, curve),
+             _measured("C5a", "gemma3", "supported", 0.9, test_outcome="failed"),
+             _measured("C4a-rope", "toy", "supported", 0.4)]
+    report.write(recs, tmp_path, CLAIMS, ORDER)
+    return recs
+
+
+def test_the_matrix_opens_the_report_in_the_papers_order(tmp_path):
+    _two_models(tmp_path)
+    md = (tmp_path / "claims.md").read_text()
+    lines = md.splitlines()
+    head = lines.index("| claim | RoPE, toy | gemma3 · nq | smollm2 · nq |")
+    assert head < 10  # the first screen
+    rows = [ln.split(" | ")[0] for ln in lines[head + 2:] if ln.startswith("| [")]
+    assert rows == ["| [C4a](#c4a)", "| [C5a](#c5a)", "| [C5b](#c5b)", "| [C5e](#c5e)", "| [C-Fig4](#c-fig4)",
+                    "| [C-Fig4 (beyond the paper)](#c-fig4)"]  # the appendix's Fig. 4 after §5, beyond-the-paper last
+    c5e = lines[head + 2 + rows.index("| [C5e](#c5e)")]
+    # a glyph per check, the first check's value, a link to the section
+    assert c5e == "| [C5e](#c5e) | · | [✅ 1.5 [0.5, 2.5]](#c5e) | [✅❔ 1.5 [0.5, 2.5]](#c5e) |"
+    assert "| [C5a](#c5a) | · | [✅ ⚠ 0.9 [-0.1, 1.9]](#c5a) | · |" in md  # the weights belong to each task of the model
+    assert "❌ not supported on gemma3 · nq" in md  # what we found, one line per claim
+    sections = re.findall(r"^## (\S+)", md, re.M)
+    assert sections == ["C4a", "C5a", "C5b", "C5e", "C-Fig4"]
+    assert md.index("`C-Fig4-gemma3-first16-nq` |") < md.index("`C-Fig4-gemma3-contrast-nq` (beyond the paper)")
+    html = (tmp_path / "claims.html").read_text()
+    assert '<table id="matrix">' in html and "http://" not in html and "https://" not in html
+    assert html.count('src="data:image/png;base64,') == 3  # C5b's two figures, C5e's one: embedded
+
+
+def test_rerendering_from_claims_json_gives_the_same_files(tmp_path):
+    _two_models(tmp_path)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+    before = {p: p.read_bytes() for p in files}
+    for p in files:
+        if p.name != "claims.json" and p.name != ".figure-data.json":
+            p.unlink()
+    done = subprocess.run([sys.executable, "-m", "ropedim.report", str(tmp_path / "claims.json")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert {p: p.read_bytes() for p in files} == before
+    bad = subprocess.run([sys.executable, "-m", "ropedim.report", str(tmp_path / "none.json")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "no such claims.json" in bad.stderr
+
+
+def test_merge_command_of_the_package(tmp_path):
+    c5a = check_by_key("C5a")
+    a, out = tmp_path / "a", tmp_path / "out"
+    report.write([ClaimRecord.skipped(c5a, "qwen", "on a")], a, CLAIMS)
+    done = subprocess.run([sys.executable, "-m", "ropedim.report", "merge", str(a / "claims.json"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [r["test_id"] for r in json.loads((out / "claims.json").read_text())] == ["C5a-qwen"]
+
+
+def _browser() -> str | None:
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)), None)
+
+
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const m = document.getElementById('matrix').getBoundingClientRect();
+  const out = document.createElement('pre');
+  out.id = 'probe';
+  out.textContent = JSON.stringify({images: [...document.images].map(i => i.complete ? i.naturalWidth : 0),
+                                    matrix: [m.width, m.height, m.top], viewport: window.innerHeight});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_the_html_page_in_a_headless_browser(tmp_path):
+    """The matrix is on the first screen and every figure loads (no broken image)."""
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no headless browser: install Debian's chromium (scripts/install.sh tries `apt-get install -y "
+                    "chromium`) to check the HTML report in a browser")
+    _two_models(tmp_path)
+    page = tmp_path / "probe.html"
+    page.write_text((tmp_path / "claims.html").read_text().replace("</body>", PROBE + "</body>"))
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--window-size=1280,900", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout)
+    assert found, f"the page did not load in {browser}: {done.stderr[-2000:]}"
+    probe = json.loads(found.group(1).replace("&quot;", '"'))
+    assert len(probe["images"]) == 3 and all(w > 100 for w in probe["images"]), probe
+    width, height, top = probe["matrix"]
+    assert width > 0 and height > 0 and top < probe["viewport"], probe

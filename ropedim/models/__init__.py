@@ -20,6 +20,7 @@ from ..anatomy import Anatomy, anatomy_of
 from ..cache import default_dir
 from ..devices import input_device
 from ..rope import paper_masks
+from ..progress import quiet_libraries
 from . import gguf, hf
 from .specs import (ALIASES, PAPER_MODELS, SPECS, STYLE_OF_TYPE, TINY_MODELS, ModelSpec,
                     ModelUnavailable)
@@ -88,6 +89,7 @@ def load(name: str, *, dtype=None, device=None, attn_implementation: str = "sdpa
     over this worker's group of GPUs with ``device_map="auto"``); float32 on a CPU,
     bfloat16 on a GPU unless ``dtype`` says otherwise."""
     placed = device is None
+    quiet_libraries()  # no weight-loading bars in a log
     device, dtype = _default_device_dtype(device, dtype)
     t0 = time.perf_counter()
     notes: list[str] = []

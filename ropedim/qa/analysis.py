@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import cache
 from .. import prompts as P
 from ..capture import Capture
 from ..hooks import capture
 from ..memory import ExamplePlacer
+from ..progress import progress
 from ..retrieval import average_scores, retrieval_scores
 from ..utility import RoPE, Reading, UtilityConfig, prepare, query_rows, utility_scores
 from .dataset import QASet
@@ -72,7 +72,7 @@ def head_scores(loaded, qaset: QASet, items: list[tuple[int, int]], answers_none
     rope = RoPE.of(loaded.anatomy) if reading.site == "pre" else None
     place = ExamplePlacer(loaded.model, qaset.audit.tokens_max + qaset.cfg.max_new_tokens)  # GPU, then CPU
     prepared, retrieval, gold = [], [], []
-    for j, (pos, i) in enumerate(tqdm(items, desc=f"capture q, K, V ({reading.name})")):
+    for j, (pos, i) in enumerate(progress(items, desc=f"capture q, K, V ({reading.name})")):
         ex = capture_example(loaded, qaset.prompts[pos][i], answers_none[pos][kept.index(i)])
         T = ex.ids.shape[1]
         qa_rows = torch.arange(ex.question_start, T)
