@@ -161,6 +161,8 @@ def fmt_criterion(r: ClaimRecord) -> str:
 
 def _verdict(r: ClaimRecord) -> str:
     text = ICON.get(r.verdict, r.verdict)
+    if r.mode:  # masked accuracy: the masking mode the verdict rests on
+        text += f" · {r.mode} mode"
     if r.test_outcome == "failed":
         text += " (the known finding changed)"
     return text
@@ -350,7 +352,17 @@ def _mode_checks(rows: list[ClaimRecord]) -> list[dict]:
     for r in rows:
         if r.mode_check and isinstance(r.figure, figures.AccuracyByPosition):
             checks.setdefault(f"{r.figure.model} ({r.figure.task})", r.mode_check)
-    return [{"subject": subject, **c} for subject, cs in checks.items() for c in cs]
+    return [{"subject": subject, **c, "gap": f"{c['difference']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"}
+            for subject, cs in checks.items() for c in cs]
+
+
+def _modes(rows: list[ClaimRecord]) -> dict[str, int]:
+    """How many verdicts rest on each masking mode (masked-accuracy checks only)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        if r.mode and r.verdict not in ("skipped", "error"):
+            out[r.mode] = out.get(r.mode, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def view(rows: list[ClaimRecord], claims: dict, figs: dict, report_dir: Path, checks: list[str] | None = None) -> dict:
@@ -367,7 +379,7 @@ def view(rows: list[ClaimRecord], claims: dict, figs: dict, report_dir: Path, ch
         "found": [(m, shorten(claims[m.claim].quote), found(m, cols)) for m in matrix if not m.beyond],
         "sections": [_section(cid, claim, mine, figs.get(cid, []), report_dir)
                      for cid, claim in claims.items() if (mine := [r for r in rows if r.claim == cid])],
-        "mode_checks": _mode_checks(rows),
+        "mode_checks": _mode_checks(rows), "modes": _modes(rows),
         "runs": sorted({(r.profile, r.seed, r.run_at[:10]) for r in rows if r.profile}),
         "tests": len(rows), "seconds": sum(r.seconds for r in rows),
         "fmt_value": fmt_value, "fmt_criterion": fmt_criterion, "verdict": _verdict, "finding": _finding,

@@ -65,16 +65,18 @@ def test_runs_add_up_and_skips_are_listed(tmp_path):
 
 def test_table2_and_the_fast_vs_faithful_gap_are_shown_once(tmp_path):
     acc = {v: [90.0, 50.0, 70.0] for v in ("none", "first16", "first32", "last16", "last32")}
-    gap = [{"variant": "last32", "n": 12, "accuracy_fast": 50.0, "accuracy_faithful": 41.7,
-            "same_correctness": 0.75, "same_answer": 0.5}]
+    from ropedim.qa.mode_check import ModeAgreement  # the real row type: a renamed field fails here
+    gap = [ModeAgreement("last32", 12, 50.0, 41.7, -8.3, -20.1, 3.4, 0.75, 0.5).to_json()]
     fig = AccuracyByPosition("m", "synthetic", [1, 3, 5], acc, 30, "fast")
     recs = [ClaimRecord(f"{c}-m-{v}", c, f"{c}-{v}", "m", "supported", "", "", value=1.0, interval=[0.5, 1.5],
-                        criterion={"kind": "less", "threshold": 0.0, "source": "s"}, figure=fig, mode_check=gap)
+                        criterion={"kind": "less", "threshold": 0.0, "source": "s"}, figure=fig, mode_check=gap,
+                        mode="fast")
             for c, v in (("C5e", "first16"), ("C5f", "last32"))]
     report.write(recs, tmp_path, CLAIMS)
     md = (tmp_path / "claims.md").read_text()
     assert "| ours: m (synthetic, n = 30, fast mode) | first16 | 90.00 | 50.00 | 70.00 | 70.00 |" in md
-    assert md.count("| m (synthetic) | last32 | 12 | 50.0 | 41.7 | 75% | 50% |") == 1
+    assert md.count("| m (synthetic) | last32 | 12 | 50.0 | 41.7 | -8.3 [-20.1, +3.4] | 75% | 50% |") == 1
+    assert "Verdicts by the mode they rest on: fast 2." in md and "✅ supported · fast mode" in md
     again = report.load(tmp_path / "claims.json")  # records and figure payloads round-trip
     assert [r.figure for r in again] == [fig, fig] and again[0].mode_check == gap
 
