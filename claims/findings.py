@@ -34,11 +34,43 @@ class Finding:
 THE_CLAIM = Finding(SUPPORTED, "the paper's claim")
 NS, INC = NOT_SUPPORTED, INCONCLUSIVE
 
+_MODE = ("fast mode not verified: the default profile's mode check (10 questions) cannot bound "
+         "faithful − fast within the check's ±5 points, and the default profile does not fall back to the "
+         "faithful sweep; `--profile paper` (faithful) decides it")
+
 FINDINGS: dict[tuple[str, str, str], Finding] = {
     # Qwen: the paper itself reports ρ = +0.10 (§5.3: "except for Qwen")
     **{(f"C5d-first16-{t}", "qwen", "default"): Finding((NS, INC), "the paper's own exception: ρ = +0.10 for "
                                                                   "Qwen (§5.3, 'except for Qwen')")
        for t in ("nq", "synthetic")},
+
+    # SmolLM2-135M, synthetic task, default profile (12 analysis questions x 3 positions, 30 questions
+    # masked); Eq. 4 under the literal reading. Re-recorded under the readings and statistics of
+    # issues 11, 12 and 20.
+    ("C5c-synthetic", "smollm2", "default"): Finding(
+        INC, "underpowered: masking u < 0.5 changes accuracy by about nothing, but 30 questions cannot "
+             "bound the change within Table 1's -3 points; the mean-over-rows reading is refuted (it masks "
+             "half the dims and loses every answer), the literal, qa-sum and post-RoPE readings are not"),
+    ("C5d-last16-synthetic", "smollm2", "default"): Finding(
+        INC, "underpowered over 30 layers; fragile: the qa-sum reading, which Table 1 does not refute either, "
+             "says 'not supported' (retrieval heads use the last dims less), so no refutation is recorded"),
+    ("C5d-within-layer-last16-synthetic", "smollm2", "default"): Finding(
+        INC, "beyond the paper: within layers the sign is positive, as the paper expects, but not decided "
+             "over 30 layers"),
+    ("C-Fig4-first16-synthetic", "smollm2", "default"): Finding(
+        INC, "underpowered: the pooled ρ is near 0 with a wide layer-bootstrap interval"),
+    ("C-Fig4-last16-synthetic", "smollm2", "default"): Finding(
+        NS, "the pooled ρ(W_q L1, u of the last 16) is slightly negative; fragile: the qa-sum reading leaves "
+            "it undecided, so this refutation rests on the reading (shown in the report)"),
+    ("C-Fig4-within-layer-first16-synthetic", "smollm2", "default"): Finding(
+        NS, "beyond the paper: within a layer, heads with larger W_q norms on the first dims use those dims "
+            "more, the opposite of the paper's pooled sign, under every reading"),
+    ("C-Fig4-within-layer-last16-synthetic", "smollm2", "default"): Finding(
+        INC, "beyond the paper: not decided over 30 layers"),
+    ("C-Fig4-contrast-synthetic", "smollm2", "default"): Finding(
+        INC, "beyond the paper: the interval touches 0 under the literal reading (the qa readings support it)"),
+    **{(f"{c}-synthetic", "smollm2", "default"): Finding(INC, _MODE)
+       for c in ("C5e-first16", "C5e-first32", "C5f-last16", "C5f-last32", "C5f-last16-position")},
 }
 
 

@@ -206,6 +206,7 @@ class Cell:
     value: str = ""
     title: str = ""
     changed: bool = False  # a check's known finding changed (its test failed)
+    fragile: bool = False  # a check's verdict differs between readings Table 1 does not refute
 
     def __post_init__(self):
         vs = [r.verdict for r in self.records]
@@ -218,6 +219,7 @@ class Cell:
         self.value = fmt_value(primary) if primary else ""
         self.title = "; ".join(f"{r.check}: {r.verdict} {fmt_value(r)}" for r in self.records)
         self.changed = any(r.test_outcome == "failed" for r in self.records)
+        self.fragile = any(r.fragile for r in self.records)
 
 
 @dataclass
@@ -279,7 +281,7 @@ def found(row: MatrixRow, cols: list[Column]) -> str:
     by = {}
     for col, cell in zip(cols, row.cells):
         if cell is not None:
-            by.setdefault(cell.verdict, []).append(col.label)
+            by.setdefault(cell.verdict, []).append(col.label + (" (fragile)" if cell.fragile else ""))
     return "; ".join(f"{GLYPH.get(v, '')} {v} on {', '.join(subjects)}" for v, subjects in
                      sorted(by.items(), key=lambda kv: PRECEDENCE.index(kv[0]) if kv[0] in PRECEDENCE else 9))
 
@@ -327,9 +329,9 @@ def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: 
                                "passes": r.readings_passing is not None and label in r.readings_passing})
         if r.fragile:
             s.notes.append(f"{r.test_id}: fragile, the verdict differs between readings that pass the paper's "
-                           f"sanity check (Table 1) here: {', '.join(r.readings_passing)}.")
+                           f"sanity check (Table 1) here, i.e. that it does not refute: {', '.join(r.readings_passing)}.")
         elif r.readings_passing is not None:
-            s.notes.append(f"{r.test_id}: the same verdict under every reading that passes Table 1 here "
+            s.notes.append(f"{r.test_id}: the same verdict under every reading that Table 1 does not refute here "
                            f"({', '.join(r.readings_passing) or 'none does'}).")
         c = r.config
         if "n_kept" in c and (line := (

@@ -2,17 +2,19 @@
 from our reading of the paper).
 
 Table 1 is the paper's own sanity check of a reading of Eq. 4: masking the dims with
-u < 0.5 barely changes accuracy. A reading *passes* it on a model and task when its C5c
-verdict is "supported" there. A verdict computed under several readings (a check's
-``alternatives``) is *fragile* when it differs between readings that pass the sanity
-check: the finding then depends on a choice the paper leaves open.
+u < 0.5 barely changes accuracy. A reading *passes* it on a model and task unless its C5c
+verdict there is "not supported" (the check refutes that reading; an underpowered C5c
+refutes none). A verdict computed under several readings (a check's ``alternatives``) is
+*fragile* when it differs between readings that pass: the finding then depends on a
+choice the paper leaves open. Counting the undecided readings as passing makes more
+verdicts fragile, never fewer: the cautious side for a refutation.
 """
 
 from __future__ import annotations
 
 from .record import ClaimRecord
 from .utility import PRIMARY
-from .verdict import SUPPORTED
+from .verdict import NOT_SUPPORTED
 
 __all__ = ["sanity", "annotate", "task_of"]
 
@@ -42,7 +44,7 @@ def annotate(records: list[ClaimRecord]) -> None:
         passing = checks.get((r.model, task_of(r)))
         if passing is None or not r.alternatives or r.verdict in ("error", "skipped"):
             continue
-        ok = [k for k, v in passing.items() if v == SUPPORTED]
+        ok = [k for k, v in passing.items() if v != NOT_SUPPORTED]
         r.readings_passing = ok
         verdicts = {PRIMARY: r.verdict, **{k: a["verdict"] for k, a in r.alternatives.items()}}
         r.fragile = len({verdicts[k] for k in ok if k in verdicts}) > 1

@@ -225,3 +225,27 @@ def test_the_html_page_in_a_headless_browser(tmp_path):
     assert len(probe["images"]) == 3 and all(w > 100 for w in probe["images"]), probe
     width, height, top = probe["matrix"]
     assert width > 0 and height > 0 and top < probe["viewport"], probe
+
+
+def test_a_verdict_that_differs_between_unrefuted_readings_is_fragile(tmp_path):
+    """Table 1 (C5c) refutes a reading only with 'not supported'; a verdict that differs
+    between the readings it does not refute is fragile, in the records and the matrix."""
+    from ropedim.robustness import annotate
+
+    def rec(check, verdict, alts):
+        c = check_by_key(check)
+        r = ClaimRecord(c.test_id("m"), c.claim, c.key, "m", verdict, "", "", value=0.0, interval=[-1.0, 1.0],
+                        criterion=c.criterion.to_json(), subject={"type": "QA", "task": "synthetic"},
+                        alternatives={k: {"verdict": v, "value": 0.0, "interval": [-1.0, 1.0]} for k, v in alts.items()})
+        return r
+
+    c5c = rec("C5c-synthetic", "inconclusive", {"qa-sum": "supported", "qa-mean": "not supported"})
+    robust = rec("C5d-first16-synthetic", "supported", {"qa-sum": "supported", "qa-mean": "not supported"})
+    fragile = rec("C5d-last16-synthetic", "inconclusive", {"qa-sum": "not supported", "qa-mean": "supported"})
+    annotate([c5c, robust, fragile])
+    assert robust.readings_passing == ["literal", "qa-sum"] and robust.fragile is False
+    assert fragile.fragile is True  # literal: inconclusive, qa-sum: not supported; qa-mean is refuted
+    report.write([c5c, robust, fragile], tmp_path, CLAIMS)
+    md = (tmp_path / "claims.md").read_text()
+    found = {line.split("]")[0].removeprefix("- **["): line for line in md.splitlines() if line.startswith("- **[")}
+    assert "(fragile)" in found["C5d"] and " †" in md
