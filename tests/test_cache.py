@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
+import argparse
 import os
 import pickle
 import threading
@@ -309,9 +310,10 @@ def test_the_run_refuses_an_untrusted_cache_up_front(tmp_path, monkeypatch):
     shared.chmod(0o777)
     config = pytest.Config.__new__(pytest.Config)  # only what pytest_configure reads
     config.stash = pytest.Stash()
+    config.option = argparse.Namespace()  # no xdist: one process
     given = {"--profile": "smoke", "--model": None, "--report-dir": str(tmp_path), "--cache-dir": str(shared),
              "--seed": 0, "--qa-data": None, "--task": None, "--cache-trust": None, "--device": None}
-    config.getoption = given.__getitem__
+    config.getoption = lambda name: given.get(name)  # options not listed: their default (None)
     with pytest.raises(pytest.UsageError, match=rf"{shared} is writable by group and others.*--cache-trust shared"):
         options.pytest_configure(config)
     given["--cache-trust"] = "shared"
