@@ -426,7 +426,15 @@ def table() -> tuple[dict, list[str]]:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """``python -m ropedim.report`` (re-render) and ``... merge`` (also
+    ``scripts/merge_reports.py``); a missing or unreadable input is one error line."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["merge"]:
         ap = argparse.ArgumentParser(prog="python -m ropedim.report merge",
                                      description="Merge the claim reports of several runs into one.")
@@ -448,7 +456,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    sys.exit(main())

@@ -22,7 +22,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ropedim/ and cla
 from ropedim import report  # noqa: E402
 
 if __name__ == "__main__":
-    try:
-        sys.exit(report.main(["merge", *sys.argv[1:]]))
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    sys.exit(report.main(["merge", *sys.argv[1:]]))
