@@ -26,6 +26,7 @@ import torch
 
 from .. import cache
 from ..generation import model_fingerprint
+from ..logprob import NONE, Intervention, gold_logprob
 from ..utility import PRIMARY, READINGS
 from .analysis import HeadScores, analysis_items, head_scores
 from .answers import answer, correctness
@@ -51,6 +52,9 @@ class QARun(Protocol):
     # mask -> [positions, questions]; ``names`` default: the masks planned in ``mode``
 
     def mode_check(self) -> list[ModeAgreement]: ...
+
+    def gold_logprob(self, interventions, questions: int | None = None) -> dict[str, np.ndarray]: ...
+    # beyond the paper: name -> [positions, questions] log p(gold answer | prompt)
 
 
 class Study:
@@ -130,6 +134,25 @@ class Study:
                 self.loaded, self.qaset, {v: self.mask_tensor(v) for v in names}, n)
             out += cache.cached("mode_check", key, compute,
                                 unlocked=lambda names=names, n=n, other=other: self.answers(names, other, n))
+        return out
+
+    # beyond the paper: the gold answer's teacher-forced log-probability
+    def gold_logprob(self, interventions: Sequence[Intervention], questions: int | None = None
+                     ) -> dict[str, np.ndarray]:
+        """{name: [positions, questions] log p(gold answer | prompt)} under each intervention
+        (at every position) and unmasked ("none", always included), on the first
+        ``questions`` kept questions (all by default). Each intervention is cached on its
+        own, keyed by its spec, so checks that share one compute it once."""
+        qs = self.qaset
+        n = len(qs.audit.kept) if questions is None else min(questions, len(qs.audit.kept))
+        prompts = [p for pos in qs.positions for p in qs.kept_prompts(pos)[:n]]
+        golds = [g[0] for pos in qs.positions for g in qs.golds(pos)[:n]]
+        out = {}
+        for iv in ([NONE] + [iv for iv in interventions if iv.name != "none"]):
+            key = self._key("logprob", intervention=iv.spec, questions=n)
+            got = cache.cached("logprob", key, lambda iv=iv: gold_logprob(
+                self.loaded, prompts, golds, [iv], self.cfg.batch_size, desc=f"gold log-prob ({iv.name})")[iv.name])
+            out[iv.name] = np.asarray(got).reshape(len(qs.positions), n)
         return out
 
     def describe(self) -> dict:
