@@ -214,3 +214,28 @@ def qa_plan() -> dict[str, list]:
     used = [{**c.args, **a} for c in CHECKS for a in ({}, *c.alternatives.values()) if "mask" in c.args]
     return {mode: [m for name, m in MASKS.items() if any(u["mask"].name == name and u["mode"] == mode for u in used)]
             for mode in ("faithful", "fast")}
+
+
+# ---------------------------------------------------------------- beyond the paper (issue 14)
+# The dose-response of the gold answer's log-probability with random-dims controls.
+DOSE_FRACTIONS = (1 / 16, EIGHTH, QUARTER, 1 / 2)  # k = D/16 ... D/2 of a head of D dims
+DOSE_DRAWS = 3  # seeded draws of the random pairs
+DOSE_QUESTIONS = 15  # our choice: the first 15 questions (× 3 positions) keep the whole curve (21 masks) within
+#                      CI's budget on a 2-core CPU; the record says how many questions each measure needs
+_DOSE = {"fractions": DOSE_FRACTIONS, "headline": EIGHTH, "draws": DOSE_DRAWS, "questions": DOSE_QUESTIONS,
+         "retrieval_threshold": RETRIEVAL_THRESHOLD, **TABLE2_MODE}
+for task in TASKS:
+    CHECKS += [
+        Check("B-dose", f"first-vs-random-{task}", QA(task), "dose_response",
+              "log p(gold), first eighth masked − an eighth of random pairs masked (mean of the draws), nats, "
+              "avg over positions and questions",
+              Criterion("greater", 0.0, "the claim's sign: the first dims cost less than any k dims (beyond the "
+                                        "paper)"),
+              {"contrast": "first-vs-random", **_DOSE}, "", beyond=True),
+        Check("B-dose", f"random-vs-last-{task}", QA(task), "dose_response",
+              "log p(gold), an eighth of random pairs masked (mean of the draws) − last eighth masked, nats, "
+              "avg over positions and questions",
+              Criterion("greater", 0.0, "the claim's sign: the last dims cost more than any k dims (beyond the "
+                                        "paper)"),
+              {"contrast": "random-vs-last", **_DOSE}, "", beyond=True),
+    ]

@@ -209,3 +209,32 @@ CLAIMS = {c.id: c for c in [
               "Per head: x = mean L1 norm of the W_q rows of those dims, y = their mean "
               "utility; Pearson ρ across heads.",)),
 ]}
+
+
+# ---------------------------------------------------------------- beyond the paper (issue 14)
+# Claims the paper does not make, on its own argument: every check of these is beyond=True.
+DOSE_DECISIONS = (
+    "Masks: in the retrieval heads (score > 0.5, as C5e/C5f), the first k, the last k, or k random dims of "
+    "each head, k = D/16, D/8, D/4, D/2 of a head of D dims; whole rotary pairs in θ order; random pairs "
+    "drawn per head, 3 seeded draws (their mean is the control). The query is masked after RoPE, as the "
+    "masks of C5e/C5f: whole pairs commute with RoPE.",
+    "Measure: the gold answer's teacher-forced log-probability (its first gold answer, summed over its "
+    "tokens), paired per question; a question is asked at every gold position, so intervals come from a "
+    "bootstrap over questions. Verdict at the paper's k = D/8; the whole curve is in the record and the "
+    "figure.",
+    "Masking mode as C5e/C5f's masks in the profile: fast in the default profile (the context prefilled "
+    "once, unmasked; every mask from the question on), faithful (every position) in --profile paper. The "
+    "contrast compares masks in the same mode.",
+    "Questions needed, log-prob against accuracy: for C5e's contrast at k = D/8 (first eighth masked − "
+    "unmasked), the n at which each measure's 95% interval would just exclude 0 at its measured effect "
+    "and spread (variance formula, n·(half-width/|effect|)²); accuracy from C5e's cached answers.",
+    "Accuracy curves of the dose-response are not measured (a masked sweep per k and draw costs a decoding "
+    "per prompt and mask); the log-probability needs no decoding.",
+)
+CLAIMS.update({c.id: c for c in [
+    Claim("B-dose", "beyond the paper: §5.4 extended (issue 14)",
+          "masking the first k dimensions of the retrieval heads costs less than masking k random "
+          "dimensions, which costs less than masking the last k",
+          "the paper masks 16 or 32 of 128 dims once (Table 2); no random-dims control, no curve",
+          figures=("dose_curve",), decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + DOSE_DECISIONS),
+]})

@@ -1,0 +1,341 @@
+"""Beyond the paper (issue 14, part 1): the dose-response of the gold answer's
+log-probability to masking k query dims of the retrieval heads, first k (the
+highest-frequency pairs) against last k against k random pairs (the control).
+
+The paper masks the first/last 16 (32) of 128 dims once (§5.4, Table 2). "The first dims
+are useless for long-distance retrieval" is only informative against what masking *any* k
+dims costs: k random pairs of the same heads, several seeded draws. Here, for k = D/16,
+D/8, D/4, D/2 of a head of D dims (whole rotary pairs, θ order as everywhere in ropedim):
+
+- masks: the retrieval heads (score above the threshold, as C5e/C5f), the first k, the
+  last k, or k random pairs drawn per head (``draws`` seeded draws); the query is masked
+  after RoPE, as the retrieval-head masks of C5e/C5f are: whole pairs commute with RoPE,
+  so before and after give the same query;
+- measure: log p(gold answer | prompt), teacher-forced (``ropedim.logprob``), paired per
+  question; a question appears at every gold position, so intervals resample questions
+  (``ropedim.stats.cluster_bootstrap``);
+- mode: as the masks of C5e/C5f in the run's profile. ``fast`` (the default profile): the
+  context is prefilled once, unmasked, and every mask continues it from the question on
+  (:func:`fast_gold_logprob`, the shared-context machinery of the fast sweep), so the
+  whole curve costs one prefill per prompt and one pass over question and answer per
+  mask; ``faithful`` (``--profile paper``): the mask at every position
+  (``Study.gold_logprob``, one forward pass per prompt and mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import cache, stats
+from .anatomy import mask_shape
+from .decode import SharedContext, left_pad, pad_id
+from .devices import input_device
+from .figures import PAYLOADS, Payload, _subplots, figure, model_colour
+from .generation import mask_digest
+from .hooks import BeforeRoPE, masked
+from .logprob import Intervention, answer_ids
+from .measures import Measurement, NotApplicable, measure
+from .progress import progress
+from .prompts import Prompt, encode
+from .qa.masks import theta_end_mask
+from .retrieval import retrieval_heads
+from .rope import dims_in_fraction
+from .shared_prefix import attending
+
+__all__ = ["DoseResponse", "dose_masks", "random_pairs_mask", "fast_gold_logprob", "dose_logprobs",
+           "dose_response", "questions_needed"]
+
+WHICH = ("first", "random", "last")
+CODE_VERSION = 1
+
+
+# ---------------------------------------------------------------- masks
+
+def random_pairs_mask(anatomy, k: int, heads, seed: int) -> torch.Tensor:
+    """[L, H, Dh] mask zeroing ``k`` coordinates (k / 2 whole rotary pairs, drawn uniformly
+    without replacement among the head's pairs in θ order, independently per head) of each
+    (layer, head) in ``heads``; seeded by ``seed`` alone (the same heads and seed give the
+    same mask)."""
+    a = anatomy
+    if k % 2 or not 0 <= k <= a.head_dim:
+        raise ValueError(f"k must be an even number in [0, {a.head_dim}], got {k}")
+    rng = np.random.default_rng(seed)
+    mask = torch.ones(a.n_layers, a.n_heads, a.head_dim)
+    for layer, head in sorted(heads):
+        pairs = torch.as_tensor(rng.choice(a.head_dim // 2, k // 2, replace=False))
+        mask[layer, head, torch.isin(a.rank[layer], pairs)] = 0.0
+    return mask
+
+
+def dose_masks(anatomy, heads, fractions, draws: int, seed: int) -> dict[str, torch.Tensor]:
+    """name -> [L, H, Dh] mask: ``first-{k}``, ``last-{k}`` and ``random{d}-{k}`` (draw d)
+    for each fraction of the head (k coordinates, whole pairs)."""
+    out = {}
+    for f in fractions:
+        k = dims_in_fraction(anatomy.head_dim, f)
+        out[f"first-{k}"] = theta_end_mask(anatomy, "first", k, heads)
+        out[f"last-{k}"] = theta_end_mask(anatomy, "last", k, heads)
+        for d in range(draws):
+            out[f"random{d}-{k}"] = random_pairs_mask(anatomy, k, heads, seed=1_000_003 * (seed + 1) + 101 * d + k)
+    return out
+
+
+# ---------------------------------------------------------------- fast mode: one prefill, every mask after it
+
+def fast_gold_logprob(loaded, prompts: list[Prompt], answers: list[str], variants: dict, batch_size: int = 4,
+                      desc: str = "gold log-prob, fast") -> dict[str, np.ndarray]:
+    """{variant: [len(prompts)]} log p(gold answer | prompt) with the query mask of each
+    variant (name -> [L, H, Dh] mask, ``BeforeRoPE`` mask, or None) applied from the
+    question on; the context (instruction and documents) is prefilled once, unmasked, and
+    shared by every variant (``ropedim.decode.SharedContext``: the fast sweep's machinery).
+    Equal to one forward pass per prompt and variant under ``hooks.masked(...,
+    from_position=question start)`` (tests/test_dose.py)."""
+    model, tok = loaded.model, loaded.tokenizer
+    names = list(variants)
+    dev = input_device(model)
+    shape = mask_shape(model)
+    plain = [variants[v].mask if isinstance(variants[v], BeforeRoPE) else variants[v] for v in names]
+    masks = torch.stack([torch.ones(shape) if m is None else torch.as_tensor(m).float() for m in plain]).to(dev)
+    before = torch.tensor([isinstance(variants[v], BeforeRoPE) for v in names], device=dev)
+    enc = [encode(p, tok) for p in prompts]
+    ans = [answer_ids(p, a, tok) for p, a in zip(prompts, answers)]
+    order = sorted(range(len(prompts)), key=lambda i: enc[i][0][:enc[i][1]])  # shared prefixes together
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    out = {n: np.zeros(len(prompts)) for n in names}
+    n_var, pad = len(names), pad_id(tok)
+    bar = progress(total=len(batches), desc=f"{desc}, {len(prompts)} prompts × {n_var} masks")
+    with torch.inference_mode():
+        for b in batches:
+            contexts = [enc[i][0][:enc[i][1]] for i in b]
+            suffix = [enc[i][0][enc[i][1]:] + ans[i] for i in b]
+            s_ids, s_mask = left_pad(suffix, pad, dev)
+            dec = SharedContext(model, contexts, s_ids, s_mask, masks, 0, before)
+            longest = max(len(ans[i]) for i in b)
+            dec.state.append(dec.q_pos)
+            with attending(model, dec.state), masked(model, masks, before_rope=before,
+                                                     variant_of_row=lambda: dec.state.rows % n_var):
+                logits = model(input_ids=dec.ids, position_ids=dec.q_pos.clamp(min=0), use_cache=False,
+                               logits_to_keep=longest + 1).logits
+            logp = logits.float().log_softmax(-1)  # [R, longest + 1, vocab]; rows end together (left padding)
+            for j, i in enumerate(b):
+                a = torch.tensor(ans[i], device=logp.device)
+                lo = longest - len(ans[i])
+                for v, name in enumerate(names):
+                    out[name][i] = float(logp[j * n_var + v, lo:longest].gather(-1, a[:, None]).sum())
+            bar.update()
+    bar.close()
+    return out
+
+
+def _questions(qa, questions):
+    qs = qa.qaset
+    n = len(qs.audit.kept) if questions is None else min(questions, len(qs.audit.kept))
+    prompts = [p for pos in qs.positions for p in qs.kept_prompts(pos)[:n]]
+    golds = [g[0] for pos in qs.positions for g in qs.golds(pos)[:n]]
+    return n, prompts, golds
+
+
+def dose_logprobs(qa, masks: dict[str, torch.Tensor], mode: str, questions: int | None = None) -> dict[str, np.ndarray]:
+    """{name: [positions, questions]} gold log-prob under each mask and unmasked ("none").
+    ``mode``: "fast" (:func:`fast_gold_logprob`, all masks in one cached step) or
+    "faithful" (``qa.gold_logprob``, each mask cached on its own)."""
+    if mode == "faithful":
+        return qa.gold_logprob([Intervention.query_mask(n, m) for n, m in masks.items()], questions)
+    if mode != "fast":
+        raise ValueError(f"mode must be 'fast' or 'faithful', got {mode!r}")
+    n, prompts, golds = _questions(qa, questions)
+    variants = {"none": None, **masks}
+    key = qa._key("logprob-fast", code_dose=CODE_VERSION, questions=n,
+                  masks={name: mask_digest(m) for name, m in variants.items()})
+    got = cache.cached("logprob", key, lambda: {k: v.tolist() for k, v in fast_gold_logprob(
+        qa.loaded, prompts, golds, variants, max(1, qa.cfg.batch_size // 3)).items()})
+    return {name: np.asarray(v).reshape(len(qa.cfg.positions), n) for name, v in got.items()}
+
+
+# ---------------------------------------------------------------- statistics
+
+def _by_question(diff: np.ndarray, seed: int) -> stats.Estimate:
+    """Mean of ``diff`` [positions, questions] over both; interval from a bootstrap over
+    questions (a question's positions together)."""
+    est = stats.cluster_bootstrap(diff.shape[1], lambda idx: float(diff[:, idx].mean()), seed=seed)
+    est.unit = "questions"
+    return est
+
+
+def questions_needed(diff: np.ndarray, seed: int = 0) -> float | None:
+    """Questions (clustered as in :func:`_by_question`) at which the 95% interval of the
+    mean of ``diff`` [positions, questions] would just exclude 0 at the measured effect and
+    spread: n · (half-width / |effect|)² (the variance formula: half-width ∝ 1/√n)."""
+    est = _by_question(diff, seed)
+    hw = (est.high - est.low) / 2
+    if est.value == 0 or not np.isfinite(hw):
+        return None
+    return float(diff.shape[1] * (hw / abs(est.value)) ** 2)
+
+
+def _accuracy_of_c5e(qa, name: str):
+    """C5e's masked accuracy [positions, questions] of mask ``name`` and unmasked, in the
+    mode C5e uses, only where it is already computed (cached); else None."""
+    try:
+        mode = qa.mode_of("fast")
+        if hasattr(qa, "_key"):  # a Study: read the cache only, never answer here
+            names = list(dict.fromkeys(["none", *qa.plan.get(mode, [])]))
+            if name not in names:
+                return None
+            got = cache.load("correct", qa._key("correct", mode=mode, masks=qa._masks_spec(names)), None)
+        else:
+            got = qa.correctness(mode)
+    except (KeyError, AttributeError):
+        return None
+    if not got or name not in got:
+        return None
+    return np.asarray(got["none"], float), np.asarray(got[name], float), mode
+
+
+# ---------------------------------------------------------------- the figure
+
+@dataclass
+class DoseResponse(Payload):
+    """Gold log-prob change (masked − unmasked, nats) against the number of masked dims,
+    first / random / last, per gold position and averaged."""
+    model: str
+    task: str
+    mode: str
+    head_dim: int
+    k: list[int]  # coordinates masked per retrieval head
+    panels: list[str]  # "gold 1", ..., "average"
+    mean: dict[str, list[list[float]]]  # which -> [panel][k]
+    low: dict[str, list[list[float]]]
+    high: dict[str, list[list[float]]]
+    n: int  # questions
+    heads: int  # retrieval heads masked
+    draws: int
+
+
+PAYLOADS["DoseResponse"] = DoseResponse
+STYLE = {"first": dict(color="tab:blue", marker="o"), "random": dict(color="tab:gray", marker="s", ls="--"),
+         "last": dict(color="tab:red", marker="^")}
+
+
+@figure(DoseResponse)
+def dose_curve(payloads):
+    """Log-prob change against k, three curves, one panel per gold position and the average."""
+    f = payloads[0]
+    fig, axes = _subplots(len(f.panels), 3.8, 3.2, sharey=True)
+    for p, (ax, title) in enumerate(zip(axes, f.panels)):
+        for which in WHICH:
+            m = np.asarray(f.mean[which][p])
+            err = np.stack([m - np.asarray(f.low[which][p]), np.asarray(f.high[which][p]) - m])
+            label = f"{which} k" + (f" ({f.draws} draws)" if which == "random" else "")
+            ax.errorbar(f.k, m, yerr=err, capsize=2, lw=1.3, label=label, **STYLE[which])
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(f.k, [str(k) for k in f.k])
+        ax.set_title(title)
+        ax.set_xlabel(f"dims masked per retrieval head (of {f.head_dim})")
+    axes[0].set_ylabel("Δ log p(gold answer), nats")
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(f"Dose-response: {f.model} ({f.task}, {f.n} questions, {f.heads} retrieval heads, {f.mode} mode)",
+                 color=model_colour(f.model))
+    return fig
+
+
+# ---------------------------------------------------------------- the measure
+
+CONTRASTS = {"first-vs-random": ("first", "random"), "random-vs-last": ("random", "last")}
+
+
+@measure(DoseResponse)
+def dose_response(qa, *, contrast: str, fractions: tuple, headline: float, draws: int, retrieval_threshold: float,
+                  mode: str, questions: int | None = None, seed: int = 0):
+    """Beyond the paper: at the headline fraction of the head (k = D/8, the paper's 16 of
+    128), log p(gold) with the ``contrast``'s first mask − with its second ("first-vs-random":
+    first k − k random pairs, the mean over ``draws`` draws; "random-vs-last": random − last
+    k), averaged over gold positions and questions; paired per question, bootstrap over
+    questions. The whole curve (every fraction, per position) is in the record and the
+    figure."""
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {sorted(CONTRASTS)}, got {contrast!r}")
+    if headline not in fractions:
+        raise ValueError(f"headline fraction {headline} is not among the fractions {fractions}")
+    if draws < 1:
+        raise ValueError(f"need at least one random draw, got {draws}")
+    a = qa.loaded.anatomy
+    scores = qa.head_scores()
+    heads = retrieval_heads(scores.retrieval, retrieval_threshold)
+    if not heads:
+        raise NotApplicable(f"no retrieval head scores above {retrieval_threshold}: nothing to mask")
+    mode = qa.mode_of(mode)
+    masks = dose_masks(a, heads, fractions, draws, seed)
+    lp = dose_logprobs(qa, masks, mode, questions)
+    none = lp["none"]
+    ks = [dims_in_fraction(a.head_dim, f) for f in fractions]
+    curves = {}  # which -> k -> [positions, questions] change
+    for k in ks:
+        curves.setdefault("first", {})[k] = lp[f"first-{k}"] - none
+        curves.setdefault("last", {})[k] = lp[f"last-{k}"] - none
+        curves.setdefault("random", {})[k] = np.mean([lp[f"random{d}-{k}"] for d in range(draws)], 0) - none
+    k0 = dims_in_fraction(a.head_dim, headline)
+    x, y = CONTRASTS[contrast]
+    diff = curves[x][k0] - curves[y][k0]  # [positions, questions]
+    est = _by_question(diff, seed)
+
+    n_pos, n_q = none.shape
+    panels = [f"gold at {p + 1}" for p in qa.cfg.positions] + ["average"]
+    mean, low, high = ({w: [] for w in WHICH} for _ in range(3))
+    for which in WHICH:
+        for p in range(n_pos + 1):
+            ms, ls, hs = [], [], []
+            for k in ks:
+                c = curves[which][k] if p == n_pos else curves[which][k][p:p + 1]
+                e = _by_question(c, seed)
+                ms.append(e.value), ls.append(e.low), hs.append(e.high)
+            mean[which].append(ms), low[which].append(ls), high[which].append(hs)
+    per_k = {}
+    for k in ks:
+        e = _by_question(curves[x][k] - curves[y][k], seed)
+        per_k[str(k)] = {"value": e.value, "interval": e.interval,
+                         "by_position": (curves[x][k] - curves[y][k]).mean(1).tolist()}
+    per_draw = [_by_question(curves[x][k0] - (lp[f"random{d}-{k0}"] - none) if y == "random"
+                             else (lp[f"random{d}-{k0}"] - none) - curves[y][k0], seed).interval
+                for d in range(draws)]
+    est.extra = {
+        "mode": mode, "k_headline": k0, "k": ks, "head_dim": a.head_dim, "draws": draws,
+        "retrieval_heads": len(heads), "questions": n_q, "positions_1based": [p + 1 for p in qa.cfg.positions],
+        "by_position": diff.mean(1).tolist(), "contrast_by_k": per_k, "per_draw_interval": per_draw,
+        "mean_logprob_unmasked": float(none.mean()),
+        "change_by_k": {w: {str(k): float(curves[w][k].mean()) for k in ks} for w in WHICH},
+        "mask_seeds": "random{d}-{k}: numpy default_rng(1_000_003·(seed + 1) + 101·d + k), k/2 pairs per head",
+    }
+    est.extra.update(_power(qa, curves["first"][k0], seed))
+    fig = DoseResponse(qa.loaded.name, qa.cfg.task, mode, a.head_dim, ks, panels, mean, low, high, n_q, len(heads),
+                       draws)
+    return Measurement(est, fig, mode)
+
+
+def _power(qa, first_change: np.ndarray, seed: int) -> dict:
+    """How many questions each measure needs to decide C5e's contrast at k = D/8 (first
+    eighth masked − unmasked): the log-prob change here against C5e's accuracy change,
+    both by the variance formula on their own clustered intervals."""
+    out = {"questions_needed_logprob": questions_needed(first_change, seed)}
+    acc = _accuracy_of_c5e(qa, "first16")
+    if acc is None:
+        out["questions_needed_accuracy"] = None
+        out["questions_needed_source"] = "C5e's first16 answers are not in the cache: no accuracy comparison"
+        return out
+    base, masked_, mode = acc
+    if masked_.shape[0] != first_change.shape[0]:
+        out["questions_needed_accuracy"] = None
+        out["questions_needed_source"] = "C5e's answers cover other gold positions: no accuracy comparison"
+        return out
+    out["questions_needed_accuracy"] = questions_needed(100 * (masked_ - base), seed)
+    out["accuracy_change_first16"] = float(100 * (masked_ - base).mean())
+    out["questions_needed_source"] = (f"variance formula n·(half-width/|effect|)² on each measure's bootstrap "
+                                      f"over questions; accuracy: C5e's cached first16 answers ({mode} mode, "
+                                      f"{masked_.shape[1]} questions); log-prob: the {first_change.shape[1]} "
+                                      f"questions here")
+    return out
+
