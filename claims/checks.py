@@ -239,3 +239,19 @@ for task in TASKS:
                                         "paper)"),
               {"contrast": "random-vs-last", **_DOSE}, "", beyond=True),
     ]
+
+# The critical dimension (Liu et al. 2023) on the toy: a grid of bases and maximum positions.
+CRITICAL_GRID = tuple((b, t) for b in (500.0, 1e4, 1e6) for t in (256, 2048))
+_CRITICAL = {"grid": CRITICAL_GRID, "n_seeds": 3, "init": "1"}
+CHECKS += [
+    Check("B-critical", "slope", Toy(), "critical_dimension",
+          "slope of the measured magnitude transition on d_c = 2⌈(d/2)·log_b(T/2π)⌉ over the grid (per seed)",
+          Criterion("within", (0.5, 1.5), "our choice: 'tracks' is a slope within ±50% of 1; a transition that "
+                                          "ignores b and T (the no-RoPE toy) has slope 0"),
+          {**_CRITICAL, "statistic": "slope"}, "1 (Liu et al.'s prediction)", beyond=True),
+    Check("B-critical", "mae", Toy(), "critical_dimension",
+          "mean |measured transition − d_c| over the grid, as a share of the head's dims (per seed)",
+          Criterion("less", 1 / 8, "our choice: within the paper's own resolution, its masks of 16 of 128 dims "
+                                   "(one eighth of the head)"),
+          {**_CRITICAL, "statistic": "mae"}, "0 (Liu et al.'s prediction)", beyond=True),
+]

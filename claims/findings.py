@@ -101,3 +101,18 @@ def validate(check_keys, models, profiles) -> None:
                                f"known: {', '.join(sorted(known))}")
         if not set(f.outcomes) <= set(OUTCOMES):
             raise ValueError(f"known finding {(check, model, profile)}: outcomes {f.outcomes} not in {OUTCOMES}")
+
+
+# ---------------------------------------------------------------- beyond the paper (issue 14)
+# SmolLM2-135M, synthetic task, default profile: the dose-response of the gold log-prob on the
+# first 15 questions × 3 positions, fast mode (as C5e/C5f); its whole curve is in the report.
+FINDINGS.update({
+    ("B-dose-first-vs-random-synthetic", "smollm2", "default"): Finding(
+        INC, "underpowered at the paper's k = D/8: masking the first eighth and an eighth of random pairs both "
+             "barely move the gold log-prob over 15 questions, and the three random draws disagree with each "
+             "other; along the curve the first dims cost more than random pairs at D/4 and far less at D/2"),
+    ("B-dose-random-vs-last-synthetic", "smollm2", "default"): Finding(
+        INC, "underpowered at the paper's k = D/8: masking the last eighth barely moves the gold log-prob over "
+             "15 questions (it raises it at the first gold position); from D/4 on the last dims cost clearly more "
+             "than random pairs"),
+})

@@ -238,3 +238,22 @@ CLAIMS.update({c.id: c for c in [
           "the paper masks 16 or 32 of 128 dims once (Table 2); no random-dims control, no curve",
           figures=("dose_curve",), decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + DOSE_DECISIONS),
 ]})
+CRITICAL_DECISIONS = TOY_DECISIONS + (
+    "Prediction: Liu et al. (2023), d_c = 2⌈(d/2)·log_b(T/2π)⌉, the dims (θ order) whose period 2π/θ fits in "
+    "the training length T; in the toy T is the maximum position (distances are uniform in [1, T]).",
+    "Grid: base b ∈ {500, 10⁴, 10⁶} × maximum position T ∈ {256, 2048}, the profile's toy otherwise (the "
+    "default toy is its (10⁴, 2048) cell); RoPE heads only (a no-RoPE head has no b or T), the profile's first "
+    "3 seeds, each cell trained once and cached.",
+    "Estimator: the least-squares change point of the mean |q|,|k| per rotary pair in θ order (the split, in "
+    "whole pairs, minimising the squared error of a two-level step), in coordinates.",
+    "Statistics, replicates are seeds (t interval): the slope of measured on predicted over the grid "
+    "(intercept beside it), and the mean absolute error as a share of the head's dims.",
+)
+CLAIMS.update({c.id: c for c in [
+    Claim("B-critical", "beyond the paper: §4 with Liu et al. (2023)'s critical dimension (issue 14)",
+          "the dims whose rotation period fits in the training length, d_c = 2⌈(d/2)·log_b(T/2π)⌉ of them, are "
+          "the ones a RoPE head learns to leave small: the magnitude curve rises at d_c and moves with b and T",
+          "the paper argues it for high frequencies (§3-4) without a prediction of where; Fig. 1a's step is near "
+          "dim 44 of 64 where d_c = 42 (b = 10⁴, T = 2048)",
+          figures=("critical_fig",), decisions=CRITICAL_DECISIONS),
+]})

@@ -405,3 +405,4 @@ def masked_position_retention(qa, *, mask: QueryMask, mode: str, min_accuracy: f
     est.precondition = not_verified or floor or _guards(qa, correct, mask, min_accuracy, min_share_masked)
     return Measurement(est, _accuracy(qa, correct, mode), mode, [agreement] if agreement else [])
 from . import dose as _dose  # noqa: E402,F401  (beyond the paper, issue 14: registers its measure and figure)
+from . import critical as _critical  # noqa: E402,F401  (beyond the paper, issue 14: the critical dimension)

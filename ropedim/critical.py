@@ -1,0 +1,218 @@
+"""Beyond the paper (issue 14, part 2): the critical dimension.
+
+The paper's argument: a dim is of no use for long distances when its rotation period
+2π/θ_i is shorter than the distances the task needs. Liu et al. (2023, "Scaling Laws of
+RoPE-based Extrapolation") count the dims whose period fits in the training length T:
+d_c = 2⌈(d/2)·log_b(T/2π)⌉ for base b (:func:`predicted`). If the argument holds, the toy's
+per-dim magnitude (Fig. 1a) should rise where the θ order crosses d_c, and that place
+should move with b and T as d_c does.
+
+- Estimator (:func:`transition`): the least-squares change point of the magnitude curve
+  over rotary pairs in θ order: the split s (whole pairs) minimising the squared error of
+  a two-level step (mean before s, mean from s on); returned in coordinates (2s).
+- Toy sweep: the profile's toy (``ropedim.toy``) with base b and maximum position T from
+  a grid, RoPE only (the no-RoPE head has no b or T), seeded; each configuration trained
+  once and cached. The default toy's own runs serve its grid point.
+- Statistic: per seed, the slope of the measured transition against d_c over the grid
+  (or the mean absolute error); replicates are seeds (t interval), as the toy's other checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from . import cache, stats, toy
+from .figures import PAYLOADS, Payload, _subplots, figure, model_colour
+from .measures import Measurement, NotApplicable, measure
+
+__all__ = ["predicted", "transition", "CriticalDims", "grid_transitions", "critical_statistic",
+           "critical_dimension", "llm_transition"]
+
+CODE_VERSION = 1
+
+
+def predicted(dim: int, base: float, max_position: float) -> int:
+    """Liu et al. (2023): d_c = 2⌈(d/2)·log_b(T/2π)⌉, the dims (θ order, highest frequency
+    first) whose period 2π/θ fits in T; clamped to [0, d]."""
+    if max_position <= 2 * math.pi:
+        return 0
+    return int(min(dim, max(0, 2 * math.ceil(dim / 2 * math.log(max_position / (2 * math.pi)) / math.log(base)))))
+
+
+def transition(curve) -> int:
+    """Where a per-dim curve (θ order, paper layout: pair r = coordinates 2r, 2r + 1) steps:
+    the least-squares change point over pairs (a two-level step, the split between 1 and
+    the number of pairs − 1), in coordinates."""
+    x = np.asarray(curve, dtype=float)
+    if x.ndim != 1 or len(x) < 4 or len(x) % 2:
+        raise ValueError(f"need an even number (>= 4) of per-dim values, got shape {x.shape}")
+    p = x.reshape(-1, 2).mean(1)
+    n = len(p)
+    c1, c2 = np.cumsum(p), np.cumsum(p * p)
+    best, where = np.inf, 1
+    for s in range(1, n):
+        left = c2[s - 1] - c1[s - 1] ** 2 / s
+        right = (c2[-1] - c2[s - 1]) - (c1[-1] - c1[s - 1]) ** 2 / (n - s)
+        if left + right < best - 1e-12:
+            best, where = left + right, s
+    return 2 * where
+
+
+def _curve(run) -> np.ndarray:
+    """Mean |q|, |k| per dim of a trained toy, θ order."""
+    return toy.magnitude(run).numpy().mean(0)
+
+
+# ---------------------------------------------------------------- the toy sweep
+
+def _config_of(runs: dict) -> toy.ToyConfig:
+    """The profile's toy configuration that trained ``runs`` ({setup: [ToyRun]}), found by
+    its size and initialisation among the profiles (the sweep varies only b and T)."""
+    from .profiles import PROFILES
+    r = next(rs[0] for rs in runs.values() if rs)
+    for p in PROFILES.values():
+        for cfg in p.toy_configs().values():
+            if (cfg.n, cfg.dim, cfg.init_std) == (r.q.shape[0], r.q.shape[1], r.init_std):
+                return cfg
+    raise ValueError(f"no profile trains a toy of n={r.q.shape[0]}, dim={r.q.shape[1]}, init std {r.init_std}")
+
+
+def _trained_rope(cfg: toy.ToyConfig, seeds) -> list:
+    spec = {"config": cfg.to_dict(), "seeds": list(seeds), "code": toy.CODE_VERSION, "ropes": [True],
+            "critical": CODE_VERSION}
+    return cache.cached("toy", spec, lambda: toy.train(cfg, ropes=(True,), seeds=tuple(seeds)))
+
+
+def grid_transitions(cfg: toy.ToyConfig, grid, seeds, given: dict | None = None) -> dict:
+    """{(b, T): {"predicted": d_c, "measured": [per seed], "curve": mean magnitude, "seconds"}}
+    over ``grid`` [(b, T)], RoPE heads of ``cfg`` with b and T replaced. ``given``:
+    {(b, T): [ToyRun per seed]} already trained (the profile's own toy)."""
+    out = {}
+    for b, t in grid:
+        c = replace(cfg, base=float(b), max_position=int(t))
+        runs = (given or {}).get((float(b), int(t))) or _trained_rope(c, seeds)
+        runs = [r for r in runs if r.seed in seeds]
+        out[(b, t)] = _entry(c.dim, b, t, runs)
+    return out
+
+
+def _entry(dim, b, t, runs) -> dict:
+    return {"predicted": predicted(dim, b, t), "measured": [transition(_curve(r)) for r in runs],
+            "curve": np.mean([_curve(r) for r in runs], 0).tolist(), "seconds": float(sum(r.seconds for r in runs)),
+            "seeds": [r.seed for r in runs]}
+
+
+def critical_statistic(entries: dict, statistic: str, dim: int) -> stats.Estimate:
+    """Per seed, over the grid: the OLS slope of measured on predicted ("slope") or the mean
+    absolute error as a share of the head ("mae": coordinates / d); t interval over seeds."""
+    keys = list(entries)
+    pred = np.array([entries[k]["predicted"] for k in keys], float)
+    meas = np.array([entries[k]["measured"] for k in keys], float)  # [grid, seeds]
+    if meas.shape[1] < 2:
+        raise ValueError("need at least two seeds for an interval")
+    if np.ptp(pred) == 0:
+        raise ValueError("the grid's predictions are all equal: no slope to measure")
+    slopes, intercepts = zip(*(np.polyfit(pred, meas[:, s], 1) for s in range(meas.shape[1])))
+    mae = np.abs(meas - pred[:, None]).mean(0) / dim
+    per_seed = {"slope": np.array(slopes), "mae": mae}[statistic]
+    est = stats.t_interval(per_seed)
+    est.unit = "seeds"
+    si, ii, mi = stats.t_interval(np.array(slopes)), stats.t_interval(np.array(intercepts)), stats.t_interval(mae)
+    est.extra = {"per_seed": per_seed.tolist(), "slope": [si.value, si.low, si.high],
+                 "intercept": [ii.value, ii.low, ii.high], "mae": [mi.value, mi.low, mi.high],
+                 "grid": [{"base": k[0], "max_position": k[1], "predicted": entries[k]["predicted"],
+                           "measured": entries[k]["measured"], "seeds": entries[k]["seeds"]} for k in keys]}
+    return est
+
+
+@dataclass
+class CriticalDims(Payload):
+    """Measured transition against Liu et al.'s d_c over a grid of (b, T); the curves."""
+    subject: str  # "toy (rope)" or a model
+    dim: int
+    labels: list[str]  # "b=1e4, T=2048"
+    predicted: list[int]
+    measured: list[list[int]]  # [grid][seed]
+    curves: list[list[float]]  # [grid][dim] mean magnitude
+
+
+PAYLOADS["CriticalDims"] = CriticalDims
+
+
+@figure(CriticalDims)
+def critical_fig(payloads):
+    """Left: measured transition against d_c (one point a grid cell, bars over seeds, y = x).
+    Right: each cell's magnitude curve (scaled to its own range), d_c dashed, measured solid."""
+    f = payloads[0]
+    n = len(f.labels)
+    fig, axes = _subplots(1 + n, 3.6, 3.2, cols=4)
+    ax = axes[0]
+    m = np.array(f.measured, float)
+    ax.errorbar(f.predicted, m.mean(1), yerr=[m.mean(1) - m.min(1), m.max(1) - m.mean(1)], fmt="o", capsize=3)
+    ax.plot([0, f.dim], [0, f.dim], color="black", lw=0.7, ls=":", label="measured = d_c")
+    for x, y, lab in zip(f.predicted, m.mean(1), f.labels):
+        ax.annotate(lab, (x, y), fontsize=6, xytext=(3, -8), textcoords="offset points")
+    ax.set_xlabel("d_c = 2⌈(d/2)·log_b(T/2π)⌉ (Liu et al.)")
+    ax.set_ylabel("measured transition (dims)")
+    ax.set_title(f"{f.subject}: transition vs d_c", fontsize=9)
+    ax.legend(frameon=False, fontsize=7)
+    for a, lab, c, p, ms in zip(axes[1:], f.labels, f.curves, f.predicted, f.measured):
+        c = np.asarray(c)
+        a.plot((c - c.min()) / (np.ptp(c) or 1), lw=1.1, color="tab:red")
+        a.axvline(p - 0.5, color="black", ls="--", lw=0.8, label="d_c")
+        a.axvline(float(np.mean(ms)) - 0.5, color="tab:blue", lw=1.0, label="measured")
+        a.set_title(lab, fontsize=9)
+        a.set_xlabel("dimension (θ order)", fontsize=8)
+    axes[1].legend(frameon=False, fontsize=7)
+    fig.suptitle("Critical dimension: where the per-dim magnitude rises, against Liu et al.'s d_c")
+    return fig
+
+
+def _label(b, t) -> str:
+    return f"b={b:g}, T={t}"
+
+
+@measure(CriticalDims)
+def critical_dimension(runs: dict, *, grid: tuple, n_seeds: int, init: str, statistic: str, setup: str = "rope",
+                       seed: int = 0):
+    """Beyond the paper: the toy's magnitude transition (:func:`transition`) against Liu et
+    al.'s d_c over a grid of bases and maximum positions; per seed, the slope of measured
+    on predicted (or the mean absolute error); t interval over seeds. ``runs``: the toy
+    fixture's {init: {setup: [ToyRun]}}; its own (b, T) is reused, the rest trained (RoPE
+    only) with the same configuration, over the profile's first ``n_seeds`` seeds.
+    ``setup="norope"`` (the control): the no-RoPE heads, which neither b nor T enters (their
+    training is the same computation at every grid cell), so the toy's own serve every cell."""
+    if init not in runs:
+        raise NotApplicable(f"this profile trains the toy with initialisation {', '.join(runs)} only, not {init}")
+    cfg = _config_of(runs[init])
+    seeds = sorted(r.seed for r in runs[init][setup])[:n_seeds]
+    own = [r for r in runs[init][setup] if r.seed in seeds]
+    if setup == "rope":
+        entries = grid_transitions(cfg, grid, seeds, {(float(cfg.base), int(cfg.max_position)): own})
+    elif setup == "norope":
+        entries = {(b, t): _entry(cfg.dim, b, t, own) for b, t in grid}
+    else:
+        raise ValueError(f"setup must be 'rope' or 'norope', got {setup!r}")
+    est = critical_statistic(entries, statistic, cfg.dim)
+    est.extra.update(toy_config={k: v for k, v in cfg.to_dict().items() if k not in ("base", "max_position")},
+                     training_seconds=sum(e["seconds"] for e in entries.values()), seeds=seeds,
+                     estimator="least-squares change point of mean |q|,|k| per rotary pair (two-level step)")
+    fig = CriticalDims(f"toy ({setup})", cfg.dim, [_label(*k) for k in entries], [e["predicted"] for e in entries.values()],
+                       [e["measured"] for e in entries.values()], [e["curve"] for e in entries.values()])
+    return Measurement(est, fig)
+
+
+# ---------------------------------------------------------------- an LLM's averaged curves
+
+def llm_transition(values: torch.Tensor, rank: torch.Tensor, seed: int = 0) -> stats.Estimate:
+    """The transition of a per-dim quantity [L, H, Dh] averaged over layers and heads in θ
+    order; interval from a bootstrap over layers (as the C5a/C5b trends)."""
+    from .weights import to_paper_order
+    paper = to_paper_order(values, rank).double().numpy()  # [L, H, Dh]
+    est = stats.cluster_bootstrap(paper.shape[0], lambda idx: transition(paper[idx].mean((0, 1))), seed=seed)
+    est.unit = "layers"
+    return est
