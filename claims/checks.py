@@ -255,3 +255,14 @@ CHECKS += [
                                    "(one eighth of the head)"),
           {**_CRITICAL, "statistic": "mae"}, "0 (Liu et al.'s prediction)", beyond=True),
 ]
+_LLM_DC = Criterion("within", (-1 / 8, 1 / 8), "our choice: within the paper's own resolution, its masks of 16 "
+                                                "of 128 dims (one eighth of the head), as the toy's error; T is the "
+                                                "model's configured context (max_position_embeddings)")
+CHECKS += [
+    Check("B-critical", "wq", Weights(), "critical_wq",
+          "(where the W_q row-norm curve rises − d_c from the layers' θ and the model's context) / head dim",
+          _LLM_DC, {"scaled": False}, "0 (Liu et al.'s prediction)", beyond=True),
+    *(Check("B-critical", f"utility-{task}", QA(task), "critical_utility",
+            "(where the utility curve rises − d_c from the layers' θ and the model's context) / head dim",
+            _LLM_DC, {"reading": PRIMARY}, "0 (Liu et al.'s prediction)", beyond=True) for task in TASKS),
+]

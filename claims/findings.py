@@ -115,4 +115,14 @@ FINDINGS.update({
         INC, "underpowered at the paper's k = D/8: masking the last eighth barely moves the gold log-prob over "
              "15 questions (it raises it at the first gold position); from D/4 on the last dims cost clearly more "
              "than random pairs"),
+    # the critical dimension on the LLMs: d_c from each layer's θ and the configured context (max_position_embeddings)
+    ("B-critical-wq", "smollm2", "default"): Finding(
+        NS, "the W_q row-norm curve rises well before d_c (by about a quarter of the head): the configured "
+            "context does not predict where; a shorter training length would move d_c towards it"),
+    ("B-critical-utility-synthetic", "smollm2", "default"): Finding(
+        INC, "the averaged utility curve barely rises (nearly every dim keeps u near 1), so its change point is "
+             "not located: the layer bootstrap spans most of the head"),
+    ("B-critical-wq", "qwen2.5-1.5b", "default"): Finding(
+        (NS, INC), "the W_q row-norm curve rises before d_c (by about a fifth of the head); the interval ends at "
+                   "the band's edge, so the verdict sits on the tolerance"),
 })

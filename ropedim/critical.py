@@ -20,7 +20,7 @@ should move with b and T as d_c does.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from .figures import PAYLOADS, Payload, _subplots, figure, model_colour
 from .measures import Measurement, NotApplicable, measure
 
 __all__ = ["predicted", "transition", "CriticalDims", "grid_transitions", "critical_statistic",
-           "critical_dimension", "llm_transition"]
+           "critical_dimension", "layer_predictions", "llm_critical", "critical_wq", "critical_utility"]
 
 CODE_VERSION = 1
 
@@ -103,7 +103,7 @@ def grid_transitions(cfg: toy.ToyConfig, grid, seeds, given: dict | None = None)
 def _entry(dim, b, t, runs) -> dict:
     return {"predicted": predicted(dim, b, t), "measured": [transition(_curve(r)) for r in runs],
             "curve": np.mean([_curve(r) for r in runs], 0).tolist(), "seconds": float(sum(r.seconds for r in runs)),
-            "seeds": [r.seed for r in runs]}
+            "seeds": [r.seed for r in runs], "final_train_loss": [float(r.train_loss[-1]) for r in runs]}
 
 
 def critical_statistic(entries: dict, statistic: str, dim: int) -> stats.Estimate:
@@ -125,7 +125,8 @@ def critical_statistic(entries: dict, statistic: str, dim: int) -> stats.Estimat
     est.extra = {"per_seed": per_seed.tolist(), "slope": [si.value, si.low, si.high],
                  "intercept": [ii.value, ii.low, ii.high], "mae": [mi.value, mi.low, mi.high],
                  "grid": [{"base": k[0], "max_position": k[1], "predicted": entries[k]["predicted"],
-                           "measured": entries[k]["measured"], "seeds": entries[k]["seeds"]} for k in keys]}
+                           "measured": entries[k]["measured"], "seeds": entries[k]["seeds"],
+                           "final_train_loss": entries[k].get("final_train_loss")} for k in keys]}
     return est
 
 
@@ -136,8 +137,9 @@ class CriticalDims(Payload):
     dim: int
     labels: list[str]  # "b=1e4, T=2048"
     predicted: list[int]
-    measured: list[list[int]]  # [grid][seed]
-    curves: list[list[float]]  # [grid][dim] mean magnitude
+    measured: list[list[int]]  # [grid][seed] (an LLM: [group][one value])
+    curves: list[list[float]]  # [grid][dim] mean magnitude (an LLM: the averaged curve)
+    notes: list[str] = field(default_factory=list)  # per cell: e.g. the final training loss
 
 
 PAYLOADS["CriticalDims"] = CriticalDims
@@ -145,30 +147,38 @@ PAYLOADS["CriticalDims"] = CriticalDims
 
 @figure(CriticalDims)
 def critical_fig(payloads):
-    """Left: measured transition against d_c (one point a grid cell, bars over seeds, y = x).
-    Right: each cell's magnitude curve (scaled to its own range), d_c dashed, measured solid."""
-    f = payloads[0]
-    n = len(f.labels)
-    fig, axes = _subplots(1 + n, 3.6, 3.2, cols=4)
+    """First panel: measured transition against d_c, every cell of every subject (toy cells:
+    bars over seeds; y = x dotted). Then each cell's curve, scaled to its own range, with
+    d_c dashed and the measured transition solid."""
+    subjects = list({p.subject: p for p in reversed(payloads)}.values())[::-1]  # the first payload of each
+    cells = [(f, i) for f in subjects for i in range(len(f.labels))]
+    fig, axes = _subplots(1 + len(cells), 3.6, 3.2, cols=4)
     ax = axes[0]
-    m = np.array(f.measured, float)
-    ax.errorbar(f.predicted, m.mean(1), yerr=[m.mean(1) - m.min(1), m.max(1) - m.mean(1)], fmt="o", capsize=3)
-    ax.plot([0, f.dim], [0, f.dim], color="black", lw=0.7, ls=":", label="measured = d_c")
-    for x, y, lab in zip(f.predicted, m.mean(1), f.labels):
-        ax.annotate(lab, (x, y), fontsize=6, xytext=(3, -8), textcoords="offset points")
-    ax.set_xlabel("d_c = 2⌈(d/2)·log_b(T/2π)⌉ (Liu et al.)")
-    ax.set_ylabel("measured transition (dims)")
-    ax.set_title(f"{f.subject}: transition vs d_c", fontsize=9)
+    markers = "osD^v<>"
+    for j, f in enumerate(subjects):
+        m = [np.asarray(x, float) for x in f.measured]
+        mean = np.array([x.mean() for x in m])
+        err = [mean - [x.min() for x in m], [x.max() for x in m] - mean]
+        colour = "tab:red" if f.subject.startswith("toy") else model_colour(f.subject.split(" ")[0])
+        ax.errorbar(np.asarray(f.predicted) / f.dim, mean / f.dim, yerr=np.asarray(err) / f.dim, fmt=markers[j % 7],
+                    capsize=3, color=colour, label=f.subject, alpha=0.85)
+    ax.plot([0, 1], [0, 1], color="black", lw=0.7, ls=":")
+    ax.set_xlabel("d_c / d (Liu et al.: 2⌈(d/2)·log_b(T/2π)⌉)")
+    ax.set_ylabel("measured transition / d")
+    ax.set_title("transition vs d_c (dotted: equal)", fontsize=9)
     ax.legend(frameon=False, fontsize=7)
-    for a, lab, c, p, ms in zip(axes[1:], f.labels, f.curves, f.predicted, f.measured):
-        c = np.asarray(c)
-        a.plot((c - c.min()) / (np.ptp(c) or 1), lw=1.1, color="tab:red")
-        a.axvline(p - 0.5, color="black", ls="--", lw=0.8, label="d_c")
-        a.axvline(float(np.mean(ms)) - 0.5, color="tab:blue", lw=1.0, label="measured")
-        a.set_title(lab, fontsize=9)
+    for a, (f, i) in zip(axes[1:], cells):
+        c = np.asarray(f.curves[i])
+        a.plot((c - c.min()) / (np.ptp(c) or 1), lw=1.1,
+               color="tab:red" if f.subject.startswith("toy") else model_colour(f.subject.split(" ")[0]))
+        a.axvline(f.predicted[i] - 0.5, color="black", ls="--", lw=0.8, label="d_c")
+        a.axvline(float(np.mean(f.measured[i])) - 0.5, color="tab:blue", lw=1.0, label="measured")
+        note = f"\n{f.notes[i]}" if f.notes and f.notes[i] else ""
+        a.set_title(f"{f.subject}: {f.labels[i]}{note}", fontsize=8)
         a.set_xlabel("dimension (θ order)", fontsize=8)
-    axes[1].legend(frameon=False, fontsize=7)
-    fig.suptitle("Critical dimension: where the per-dim magnitude rises, against Liu et al.'s d_c")
+    if cells:
+        axes[1].legend(frameon=False, fontsize=7)
+    fig.suptitle("Critical dimension: where the per-dim curve rises, against Liu et al.'s d_c")
     return fig
 
 
@@ -202,17 +212,80 @@ def critical_dimension(runs: dict, *, grid: tuple, n_seeds: int, init: str, stat
                      training_seconds=sum(e["seconds"] for e in entries.values()), seeds=seeds,
                      estimator="least-squares change point of mean |q|,|k| per rotary pair (two-level step)")
     fig = CriticalDims(f"toy ({setup})", cfg.dim, [_label(*k) for k in entries], [e["predicted"] for e in entries.values()],
-                       [e["measured"] for e in entries.values()], [e["curve"] for e in entries.values()])
+                       [e["measured"] for e in entries.values()], [e["curve"] for e in entries.values()],
+                       [f"final loss {np.mean(e['final_train_loss']):.2f} nats" for e in entries.values()])
     return Measurement(est, fig)
 
 
 # ---------------------------------------------------------------- an LLM's averaged curves
 
-def llm_transition(values: torch.Tensor, rank: torch.Tensor, seed: int = 0) -> stats.Estimate:
-    """The transition of a per-dim quantity [L, H, Dh] averaged over layers and heads in θ
-    order; interval from a bootstrap over layers (as the C5a/C5b trends)."""
+def layer_predictions(anatomy, context: int) -> np.ndarray:
+    """d_c of each layer [L] from the θ it uses (Liu et al.'s count: the pairs whose period
+    2π/θ is shorter than ``context``, in coordinates); for LLaMA's θ = b^(-2i/d) it is
+    :func:`predicted`; Gemma 3's local and global layers get their own."""
+    periods = 2 * math.pi / anatomy.theta.double()  # [L, pairs]
+    return (2 * (periods < context).sum(-1)).numpy()
+
+
+def llm_critical(values: torch.Tensor, anatomy, context: int, subject: str, seed: int = 0):
+    """(estimate, payload): (transition − d_c) / d of a per-dim quantity [L, H, Dh]
+    averaged over the layers and heads of each group of layers sharing one d_c, weighted by
+    the group's layers; interval from a bootstrap over layers (as the C5a/C5b trends)."""
     from .weights import to_paper_order
-    paper = to_paper_order(values, rank).double().numpy()  # [L, H, Dh]
-    est = stats.cluster_bootstrap(paper.shape[0], lambda idx: transition(paper[idx].mean((0, 1))), seed=seed)
+    paper = to_paper_order(values, anatomy.rank).double().numpy()  # [L, H, Dh]
+    pred = layer_predictions(anatomy, context)
+    groups = sorted(set(pred.tolist()))
+    d = anatomy.head_dim
+
+    def stat(idx):
+        err, n = 0.0, 0
+        for g in groups:
+            sel = idx[pred[idx] == g]
+            if len(sel):
+                err, n = err + len(sel) * (transition(paper[sel].mean((0, 1))) - g) / d, n + len(sel)
+        return err / n
+
+    est = stats.cluster_bootstrap(paper.shape[0], stat, seed=seed)
     est.unit = "layers"
-    return est
+    measured = [transition(paper[pred == g].mean((0, 1))) for g in groups]
+    est.extra = {"context": context, "head_dim": d, "groups": [
+        {"predicted": int(g), "measured": int(m), "layers": int((pred == g).sum())} for g, m in zip(groups, measured)],
+        "estimator": "least-squares change point of the curve averaged over the group's layers and heads"}
+    fig = CriticalDims(subject, d, [f"d_c = {g} (T = {context})" for g in groups], [int(g) for g in groups],
+                       [[m] for m in measured], [paper[pred == g].mean((0, 1)).tolist() for g in groups],
+                       [f"{int((pred == g).sum())} layers" for g in groups])
+    return est, fig
+
+
+def _context(loaded) -> int:
+    """The training context: the model's config (``max_position_embeddings``; a GGUF's
+    context_length), recorded with each row."""
+    t = getattr(loaded.model.config, "max_position_embeddings", None)
+    if not t:
+        raise NotApplicable(f"{loaded.name}: no max_position_embeddings in its config: no training length for d_c")
+    return int(t)
+
+
+@measure(CriticalDims)
+def critical_wq(loaded, *, scaled: bool, seed: int = 0):
+    """Beyond the paper: where the W_q row L1 norm curve (averaged over layers and heads, θ
+    order) rises, against d_c from each layer's θ and the model's training context:
+    (transition − d_c) / head dim; bootstrap over layers."""
+    from .weights import wq_norms
+    w = wq_norms(loaded.model, loaded.anatomy)
+    if scaled and w.scaled_storage is None:
+        raise NotApplicable(f"{loaded.name} has no q_norm before RoPE: the scaled check is the raw one")
+    est, fig = llm_critical(w.scaled_storage if scaled else w.storage, loaded.anatomy, _context(loaded),
+                            f"{loaded.name} W_q", seed)
+    est.extra["context_source"] = "the model's config: max_position_embeddings"
+    return Measurement(est, fig)
+
+
+@measure(CriticalDims)
+def critical_utility(qa, *, reading: str, seed: int = 0):
+    """Beyond the paper: where the utility curve (Eq. 4, averaged over layers and heads, θ
+    order) rises, against d_c: (transition − d_c) / head dim; bootstrap over layers."""
+    est, fig = llm_critical(qa.head_scores(reading).utility, qa.loaded.anatomy, _context(qa.loaded),
+                            f"{qa.loaded.name} utility ({qa.cfg.task})", seed)
+    est.extra["context_source"] = "the model's config: max_position_embeddings"
+    return Measurement(est, fig)

@@ -12,7 +12,7 @@ from ropedim.measures import MEASURES
 from ropedim.profiles import PROFILES
 from ropedim.verdict import NOT_SUPPORTED, SUPPORTED, judge
 
-CRITICAL = {c.variant: c for c in CHECKS if c.claim == "B-critical"}
+CRITICAL = {c.variant: c for c in CHECKS if c.claim == "B-critical" and c.measure == "critical_dimension"}
 
 
 def test_liu_et_al_prediction():
@@ -62,3 +62,39 @@ def test_both_checks_fail_on_the_no_rope_toy(one_thread):
         m = MEASURES[check.measure](runs, seed=0, **{**check.args, "setup": "norope"})
         assert judge(m.estimate, check.criterion).outcome == NOT_SUPPORTED, check.key
         assert m.figure.subject == "toy (norope)"
+
+
+# --- the LLM rows: planted curves on a LLaMA-style anatomy --------------------------------
+
+@pytest.fixture(scope="module")
+def anatomy():
+    """Eight layers of four 64-dim heads, base 10⁴, half-split storage (what ``llm_critical`` reads)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ropedim.rope import inv_freq, theta_rank_of_storage
+    theta = inv_freq(64, 1e4)
+    return SimpleNamespace(n_layers=8, n_heads=4, head_dim=64, theta=theta.expand(8, -1).clone(),
+                           rank=theta_rank_of_storage(theta, 64).expand(8, -1).clone())
+
+
+def _planted_values(anatomy, step_at):
+    """[L, H, Dh] storage-order values whose θ-ordered curve steps at ``step_at`` coordinates."""
+    import torch
+    a = anatomy
+    g = torch.Generator().manual_seed(0)
+    paper_pos = torch.stack([torch.argsort(torch.argsort(r, stable=True)) for r in a.rank])  # [L, Dh]
+    step = (paper_pos >= step_at).float()[:, None, :].expand(a.n_layers, a.n_heads, a.head_dim)
+    return 0.5 + step + 0.05 * torch.randn(a.n_layers, a.n_heads, a.head_dim, generator=g)
+
+
+def test_llm_rows_pass_at_d_c_and_fail_a_quarter_away(anatomy):
+    from ropedim.critical import layer_predictions, llm_critical
+    check = next(c for c in CHECKS if c.key == "B-critical-wq")
+    dc = int(layer_predictions(anatomy, 2048)[0])
+    assert dc == predicted(64, 1e4, 2048) == 42  # Liu et al.'s count from the layers' own θ
+    est, fig = llm_critical(_planted_values(anatomy, dc), anatomy, 2048, "planted")
+    assert judge(est, check.criterion).outcome == SUPPORTED and fig.predicted == [dc]
+    est, _ = llm_critical(_planted_values(anatomy, dc - 16), anatomy, 2048, "planted")  # a quarter early
+    assert judge(est, check.criterion).outcome == NOT_SUPPORTED
