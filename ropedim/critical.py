@@ -84,7 +84,9 @@ def _config_of(runs: dict) -> toy.ToyConfig:
 def _trained_rope(cfg: toy.ToyConfig, seeds) -> list:
     spec = {"config": cfg.to_dict(), "seeds": list(seeds), "code": toy.CODE_VERSION, "ropes": [True],
             "critical": CODE_VERSION}
-    return cache.cached("toy", spec, lambda: toy.train(cfg, ropes=(True,), seeds=tuple(seeds)))
+    # compiling pays off over hundreds of steps only (the smoke profile's toy trains a few dozen)
+    return cache.cached("toy", spec, lambda: toy.train(cfg, ropes=(True,), seeds=tuple(seeds),
+                                                       compile=cfg.steps >= 500))
 
 
 def grid_transitions(cfg: toy.ToyConfig, grid, seeds, given: dict | None = None) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from claims.table import CHECKS, MASKS, QA, Weights
+from claims.table import CHECKS, MASKS, QA
 from ropedim import models
 from ropedim.anatomy import anatomy_of
 from ropedim.measures import MEASURES
