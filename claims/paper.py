@@ -230,6 +230,11 @@ DOSE_DECISIONS = (
     "and spread (variance formula, n·(half-width/|effect|)²); accuracy from C5e's cached answers.",
     "Accuracy curves of the dose-response are not measured (a masked sweep per k and draw costs a decoding "
     "per prompt and mask); the log-probability needs no decoding.",
+    "Efficiency (descriptive, the figure's last panel and the record's frontier): a masked query dim can be "
+    "removed from q and k altogether (ropedim.prune, equal outputs, tests/test_prune.py); per mask, the share "
+    "of attention-score multiply-adds and of the K cache it would save (a key dim only where every query head "
+    "of its KV group drops it) against the log-prob change. Retrieval heads only; pruning every head is not "
+    "measured.",
 )
 CLAIMS.update({c.id: c for c in [
     Claim("B-dose", "beyond the paper: §5.4 extended (issue 14)",

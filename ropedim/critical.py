@@ -32,7 +32,7 @@ from .measures import Measurement, NotApplicable, measure
 __all__ = ["predicted", "transition", "CriticalDims", "grid_transitions", "critical_statistic",
            "critical_dimension", "layer_predictions", "llm_critical", "critical_wq", "critical_utility"]
 
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: re-measured cold for the CI cost (same computation as 1)
 
 
 def predicted(dim: int, base: float, max_position: float) -> int:

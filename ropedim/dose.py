@@ -24,7 +24,7 @@ D/8, D/4, D/2 of a head of D dims (whole rotary pairs, θ order as everywhere in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ __all__ = ["DoseResponse", "dose_masks", "random_pairs_mask", "fast_gold_logprob
            "dose_response", "questions_needed"]
 
 WHICH = ("first", "random", "last")
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: re-measured cold for the CI cost (same computation as 1)
 
 
 # ---------------------------------------------------------------- masks
@@ -213,6 +213,8 @@ class DoseResponse(Payload):
     n: int  # questions
     heads: int  # retrieval heads masked
     draws: int
+    frontier: dict[str, list[list[float]]] = field(default_factory=dict)  # which -> [k][score FLOPs saved share,
+    #                                          K-cache saved share, Δ log-prob, low, high] (ropedim.prune.savings)
 
 
 PAYLOADS["DoseResponse"] = DoseResponse
@@ -224,7 +226,7 @@ STYLE = {"first": dict(color="tab:blue", marker="o"), "random": dict(color="tab:
 def dose_curve(payloads):
     """Log-prob change against k, three curves, one panel per gold position and the average."""
     f = payloads[0]
-    fig, axes = _subplots(len(f.panels), 3.8, 3.2, sharey=True)
+    fig, axes = _subplots(len(f.panels) + bool(f.frontier), 3.8, 3.2, cols=5, sharey=True)
     for p, (ax, title) in enumerate(zip(axes, f.panels)):
         for which in WHICH:
             m = np.asarray(f.mean[which][p])
@@ -238,6 +240,18 @@ def dose_curve(payloads):
         ax.set_xlabel(f"dims masked per retrieval head (of {f.head_dim})")
     axes[0].set_ylabel("Δ log p(gold answer), nats")
     axes[0].legend(frameon=False, fontsize=8)
+    if f.frontier:
+        ax = axes[-1]
+        for which in WHICH:
+            r = np.asarray(f.frontier[which])  # [k, 5]
+            ax.errorbar(100 * r[:, 0], r[:, 2], yerr=[r[:, 2] - r[:, 3], r[:, 4] - r[:, 2]], capsize=2, lw=1.3,
+                        **STYLE[which])
+            if which == "first":
+                for x, y, kc in zip(100 * r[:, 0], r[:, 2], 100 * r[:, 1]):
+                    ax.annotate(f"K {kc:.1f}%", (x, y), fontsize=6, xytext=(3, 4), textcoords="offset points")
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xlabel("attention-score multiply-adds saved (%, all heads)")
+        ax.set_title("pruning frontier (K: K-cache saved, first k)", fontsize=9)
     fig.suptitle(f"Dose-response: {f.model} ({f.task}, {f.n} questions, {f.heads} retrieval heads, {f.mode} mode)",
                  color=model_colour(f.model))
     return fig
@@ -311,9 +325,30 @@ def dose_response(qa, *, contrast: str, fractions: tuple, headline: float, draws
         "mask_seeds": "random{d}-{k}: numpy default_rng(1_000_003·(seed + 1) + 101·d + k), k/2 pairs per head",
     }
     est.extra.update(_power(qa, curves["first"][k0], seed))
+    frontier = _frontier(masks, curves, ks, draws, a.n_kv_heads, seed)
+    est.extra["frontier"] = {w: [dict(zip(("k", "score_flops_saved", "k_cache_saved", "change", "low", "high"),
+                                          [k, *row])) for k, row in zip(ks, rows)] for w, rows in frontier.items()}
     fig = DoseResponse(qa.loaded.name, qa.cfg.task, mode, a.head_dim, ks, panels, mean, low, high, n_q, len(heads),
-                       draws)
+                       draws, frontier)
     return Measurement(est, fig, mode)
+
+
+def _frontier(masks, curves, ks, draws, n_kv_heads, seed) -> dict[str, list[list[float]]]:
+    """which -> per k: [share of attention-score multiply-adds saved, share of the K cache
+    saved (``ropedim.prune.savings``; random pairs: the mean over draws), Δ log-prob and its
+    interval]: what pruning those dims would save against what masking them costs."""
+    from .prune import savings
+    out = {}
+    for which in WHICH:
+        rows = []
+        for k in ks:
+            names = [f"random{d}-{k}" for d in range(draws)] if which == "random" else [f"{which}-{k}"]
+            sv = [savings(masks[n] != 0, n_kv_heads) for n in names]
+            e = _by_question(curves[which][k], seed)
+            rows.append([float(np.mean([x["score_flops"] for x in sv])), float(np.mean([x["k_cache"] for x in sv])),
+                         e.value, e.low, e.high])
+        out[which] = rows
+    return out
 
 
 def _power(qa, first_change: np.ndarray, seed: int) -> dict:
