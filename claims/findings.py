@@ -117,12 +117,12 @@ FINDINGS.update({
              "than random pairs"),
     # the critical dimension on the LLMs: d_c from each layer's θ and the configured context (max_position_embeddings)
     ("B-critical-wq", "smollm2", "default"): Finding(
-        NS, "the W_q row-norm curve rises well before d_c (by about a quarter of the head): the configured "
-            "context does not predict where; a shorter training length would move d_c towards it"),
+        NS, "the averaged W_q row-norm curve rises steadily across the head rather than stepping; its change "
+            "point sits mid-ramp, well before d_c from the configured context, so d_c does not mark where it rises"),
     ("B-critical-utility-synthetic", "smollm2", "default"): Finding(
         INC, "the averaged utility curve barely rises (nearly every dim keeps u near 1), so its change point is "
              "not located: the layer bootstrap spans most of the head"),
     ("B-critical-wq", "qwen2.5-1.5b", "default"): Finding(
-        (NS, INC), "the W_q row-norm curve rises before d_c (by about a fifth of the head); the interval ends at "
-                   "the band's edge, so the verdict sits on the tolerance"),
+        (NS, INC), "as smollm2's: a steady rise whose change point sits before d_c; the interval ends at the "
+                   "band's edge, so the verdict sits on the tolerance"),
 })

@@ -252,7 +252,13 @@ CRITICAL_DECISIONS = TOY_DECISIONS + (
     "Estimator: the least-squares change point of the mean |q|,|k| per rotary pair in θ order (the split, in "
     "whole pairs, minimising the squared error of a two-level step), in coordinates.",
     "Statistics, replicates are seeds (t interval): the slope of measured on predicted over the grid "
-    "(intercept beside it), and the mean absolute error as a share of the head's dims.",
+    "(intercept beside it), and the mean absolute error as a share of the head's dims. Each cell's final "
+    "training loss is shown beside its curve; a cell that learns the task poorly is kept, not dropped.",
+    "LLMs: d_c from each layer's θ (the pairs whose period is shorter than T; Gemma 3's local and global "
+    "layers get their own) and T = the model's configured context (max_position_embeddings; 8192 for "
+    "smollm2, 32768 for qwen2.5-1.5b), against the change point of the W_q row-norm curve and of the utility "
+    "curve averaged over layers and heads; bootstrap over layers; within an eighth of the head. A model "
+    "pretrained at a shorter length than its configured context would have a smaller d_c.",
 )
 CLAIMS.update({c.id: c for c in [
     Claim("B-critical", "beyond the paper: §4 with Liu et al. (2023)'s critical dimension (issue 14)",

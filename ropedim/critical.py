@@ -152,7 +152,10 @@ def critical_fig(payloads):
     """First panel: measured transition against d_c, every cell of every subject (toy cells:
     bars over seeds; y = x dotted). Then each cell's curve, scaled to its own range, with
     d_c dashed and the measured transition solid."""
-    subjects = list({p.subject: p for p in reversed(payloads)}.values())[::-1]  # the first payload of each
+    first = {}
+    for p in payloads:
+        first.setdefault(p.subject, p)  # the first payload of each subject, the toy first
+    subjects = sorted(first.values(), key=lambda p: (not p.subject.startswith("toy"), p.subject))
     cells = [(f, i) for f in subjects for i in range(len(f.labels))]
     fig, axes = _subplots(1 + len(cells), 3.6, 3.2, cols=4)
     ax = axes[0]
