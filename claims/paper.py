@@ -221,7 +221,8 @@ DOSE_DECISIONS = (
     "Measure: the gold answer's teacher-forced log-probability (its first gold answer, summed over its "
     "tokens), paired per question; a question is asked at every gold position, so intervals come from a "
     "bootstrap over questions. Verdict at the paper's k = D/8; the whole curve is in the record and the "
-    "figure.",
+    "figure. The random control is the mean of its 3 draws; the interval is over questions for that mean, "
+    "and each draw's own interval is in the record (draws can disagree: which pairs a draw hits matters).",
     "Masking mode as C5e/C5f's masks in the profile: fast in the default profile (the context prefilled "
     "once, unmasked; every mask from the question on), faithful (every position) in --profile paper. The "
     "contrast compares masks in the same mode.",

@@ -188,3 +188,23 @@ def test_random_vs_last_fails_where_the_last_dims_do_not_matter(planted_loaded):
     qa = PlantedLogprob(planted_loaded, _weights(planted_loaded.anatomy.head_dim, "first"))
     check = DOSE["random-vs-last"]
     assert judge(_run(check, qa).estimate, check.criterion).outcome != SUPPORTED
+
+
+def test_a_study_gives_both_modes_cached(tmp_path, monkeypatch):
+    """On a real Study: fast and faithful log-probs per position and question, the same
+    unmasked; a mask acts differently in the two modes (from the question on / everywhere)."""
+    from ropedim.dose import dose_logprobs
+    from ropedim.qa.study import Study
+    monkeypatch.setenv("ROPEDIM_CACHE", str(tmp_path / "cache"))
+    loaded = models.load_cached("tiny-llama")
+    study = Study(loaded, QAConfig(task="synthetic", n=3, k=2, n_analysis=1, batch_size=4, max_new_tokens=4), {})
+    a = loaded.anatomy
+    masks = dose_masks(a, [(0, 0), (1, 1)], (1 / 2,), draws=1, seed=0)
+    fast = dose_logprobs(study, masks, "fast")
+    faithful = dose_logprobs(study, masks, "faithful")
+    n = len(study.qaset.audit.kept)
+    assert set(fast) == set(faithful) == {"none", *masks} and fast["none"].shape == (len(study.cfg.positions), n)
+    np.testing.assert_allclose(fast["none"], faithful["none"], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(fast["last-8"], faithful["last-8"])  # the context is masked only in faithful mode
+    assert len(list((tmp_path / "cache" / "logprob").glob("*"))) >= 2
+    np.testing.assert_array_equal(dose_logprobs(study, masks, "fast")["last-8"], fast["last-8"])  # cached
