@@ -223,7 +223,7 @@ DOSE_DRAWS = 3  # seeded draws of the random pairs
 DOSE_QUESTIONS = 15  # our choice: the first 15 questions (× 3 positions) keep the whole curve (21 masks) within
 #                      CI's budget on a 2-core CPU; the record says how many questions each measure needs
 _DOSE = {"fractions": DOSE_FRACTIONS, "headline": EIGHTH, "draws": DOSE_DRAWS, "questions": DOSE_QUESTIONS,
-         "retrieval_threshold": RETRIEVAL_THRESHOLD, **TABLE2_MODE}
+         "retrieval_threshold": RETRIEVAL_THRESHOLD, "all_heads_frontier": True, **TABLE2_MODE}
 for task in TASKS:
     CHECKS += [
         Check("B-dose", f"first-vs-random-{task}", QA(task), "dose_response",

@@ -219,7 +219,7 @@ class DoseResponse(Payload):
 
 PAYLOADS["DoseResponse"] = DoseResponse
 STYLE = {"first": dict(color="tab:blue", marker="o"), "random": dict(color="tab:gray", marker="s", ls="--"),
-         "last": dict(color="tab:red", marker="^")}
+         "last": dict(color="tab:red", marker="^"), "all-first": dict(color="black", marker="x", ls=":")}
 
 
 @figure(DoseResponse)
@@ -242,16 +242,18 @@ def dose_curve(payloads):
     axes[0].legend(frameon=False, fontsize=8)
     if f.frontier:
         ax = axes[-1]
-        for which in WHICH:
+        for which in [w for w in (*WHICH, "all-first") if w in f.frontier]:
             r = np.asarray(f.frontier[which])  # [k, 5]
             ax.errorbar(100 * r[:, 0], r[:, 2], yerr=[r[:, 2] - r[:, 3], r[:, 4] - r[:, 2]], capsize=2, lw=1.3,
-                        **STYLE[which])
-            if which == "first":
+                        label=f"{which} k" + (" (every head)" if which == "all-first" else ""), **STYLE[which])
+            if which in ("first", "all-first"):
                 for x, y, kc in zip(100 * r[:, 0], r[:, 2], 100 * r[:, 1]):
                     ax.annotate(f"K {kc:.1f}%", (x, y), fontsize=6, xytext=(3, 4), textcoords="offset points")
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xlabel("attention-score multiply-adds saved (%, all heads)")
-        ax.set_title("pruning frontier (K: K-cache saved, first k)", fontsize=9)
+        ax.set_title("pruning frontier (K: K-cache saved)", fontsize=9)
+        if "all-first" in f.frontier:
+            ax.legend(frameon=False, fontsize=7)
     fig.suptitle(f"Dose-response: {f.model} ({f.task}, {f.n} questions, {f.heads} retrieval heads, {f.mode} mode)",
                  color=model_colour(f.model))
     return fig
@@ -264,13 +266,14 @@ CONTRASTS = {"first-vs-random": ("first", "random"), "random-vs-last": ("random"
 
 @measure(DoseResponse)
 def dose_response(qa, *, contrast: str, fractions: tuple, headline: float, draws: int, retrieval_threshold: float,
-                  mode: str, questions: int | None = None, seed: int = 0):
+                  mode: str, questions: int | None = None, all_heads_frontier: bool = False, seed: int = 0):
     """Beyond the paper: at the headline fraction of the head (k = D/8, the paper's 16 of
     128), log p(gold) with the ``contrast``'s first mask − with its second ("first-vs-random":
     first k − k random pairs, the mean over ``draws`` draws; "random-vs-last": random − last
     k), averaged over gold positions and questions; paired per question, bootstrap over
     questions. The whole curve (every fraction, per position) is in the record and the
-    figure."""
+    figure. ``all_heads_frontier``: also the first k of every head (``all-first-{k}``), for
+    the pruning frontier only."""
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {sorted(CONTRASTS)}, got {contrast!r}")
     if headline not in fractions:
@@ -284,6 +287,10 @@ def dose_response(qa, *, contrast: str, fractions: tuple, headline: float, draws
         raise NotApplicable(f"no retrieval head scores above {retrieval_threshold}: nothing to mask")
     mode = qa.mode_of(mode)
     masks = dose_masks(a, heads, fractions, draws, seed)
+    if all_heads_frontier:
+        every = [(layer, h) for layer in range(a.n_layers) for h in range(a.n_heads)]
+        masks.update({f"all-first-{k}": theta_end_mask(a, "first", k, every)
+                      for k in (dims_in_fraction(a.head_dim, f) for f in fractions)})
     lp = dose_logprobs(qa, masks, mode, questions)
     none = lp["none"]
     ks = [dims_in_fraction(a.head_dim, f) for f in fractions]
@@ -292,6 +299,8 @@ def dose_response(qa, *, contrast: str, fractions: tuple, headline: float, draws
         curves.setdefault("first", {})[k] = lp[f"first-{k}"] - none
         curves.setdefault("last", {})[k] = lp[f"last-{k}"] - none
         curves.setdefault("random", {})[k] = np.mean([lp[f"random{d}-{k}"] for d in range(draws)], 0) - none
+        if all_heads_frontier:
+            curves.setdefault("all-first", {})[k] = lp[f"all-first-{k}"] - none
     k0 = dims_in_fraction(a.head_dim, headline)
     x, y = CONTRASTS[contrast]
     diff = curves[x][k0] - curves[y][k0]  # [positions, questions]
@@ -321,7 +330,7 @@ def dose_response(qa, *, contrast: str, fractions: tuple, headline: float, draws
         "retrieval_heads": len(heads), "questions": n_q, "positions_1based": [p + 1 for p in qa.cfg.positions],
         "by_position": diff.mean(1).tolist(), "contrast_by_k": per_k, "per_draw_interval": per_draw,
         "mean_logprob_unmasked": float(none.mean()),
-        "change_by_k": {w: {str(k): float(curves[w][k].mean()) for k in ks} for w in WHICH},
+        "change_by_k": {w: {str(k): float(curves[w][k].mean()) for k in ks} for w in curves},
         "mask_seeds": "random{d}-{k}: numpy default_rng(1_000_003·(seed + 1) + 101·d + k), k/2 pairs per head",
     }
     est.extra.update(_power(qa, curves["first"][k0], seed))
@@ -339,7 +348,7 @@ def _frontier(masks, curves, ks, draws, n_kv_heads, seed) -> dict[str, list[list
     interval]: what pruning those dims would save against what masking them costs."""
     from .prune import savings
     out = {}
-    for which in WHICH:
+    for which in [w for w in (*WHICH, "all-first") if w in curves]:
         rows = []
         for k in ks:
             names = [f"random{d}-{k}" for d in range(draws)] if which == "random" else [f"{which}-{k}"]

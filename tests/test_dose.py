@@ -18,6 +18,7 @@ from ropedim.measures import MEASURES
 from ropedim.prompts import build_prompts, encode
 from ropedim.qa.analysis import HeadScores
 from ropedim.qa.config import QAConfig
+from ropedim.qa.masks import theta_end_mask
 from ropedim.qa_data import Doc, Example
 from ropedim.rope import pair_partner
 from ropedim.verdict import SUPPORTED, judge
@@ -134,6 +135,8 @@ class PlantedLogprob:
     def _mask_of(self, iv):
         a = self.loaded.anatomy
         heads = [(layer, 0) for layer in range(a.n_layers)]
+        if iv.name.startswith("all-first-"):  # the frontier's every-head masks
+            return theta_end_mask(a, "first", int(iv.name.split("-")[2]), heads)
         if self.relabel_first_as_random and iv.name.startswith("first-"):
             return random_pairs_mask(a, int(iv.name.split("-")[1]), heads, 99)
         args = DOSE["first-vs-random"].args  # the masks the measure builds (seed 0)
