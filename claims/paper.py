@@ -234,8 +234,8 @@ DOSE_DECISIONS = (
     "Efficiency (descriptive, the figure's last panel and the record's frontier): a masked query dim can be "
     "removed from q and k altogether (ropedim.prune, equal outputs, tests/test_prune.py); per mask, the share "
     "of attention-score multiply-adds and of the K cache it would save (a key dim only where every query head "
-    "of its KV group drops it) against the log-prob change. Retrieval heads only; pruning every head is not "
-    "measured.",
+    "of its KV group drops it) against the log-prob change: the masks of the curve (retrieval heads) and the "
+    "first k of every head.",
 )
 CLAIMS.update({c.id: c for c in [
     Claim("B-dose", "beyond the paper: §5.4 extended (issue 14)",
