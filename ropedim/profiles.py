@@ -20,16 +20,17 @@ class Profile:
     toy_seeds: tuple[int, ...]
     qa: dict = field(default_factory=dict)  # task -> QAConfig fields
     toy_inits: tuple[str, ...] = ("1",)  # initialisations trained: "1" N(0, 1), "1/d" N(0, 1/d)
+    qa_models: dict = field(default_factory=dict)  # model alias -> task -> QAConfig fields that replace ``qa``'s
 
     def toy_configs(self) -> dict[str, ToyConfig]:
         """The toy configuration of each initialisation."""
         std = {"1": 1.0, "1/d": self.toy.dim ** -0.5}
         return {i: replace(self.toy, init_std=std[i]) for i in self.toy_inits}
 
-    def qa_config(self, task: str, data: str | None = None) -> QAConfig:
-        """The QA configuration of ``task``; ``data`` (--qa-data, comma-separated files)
-        replaces the contexts built for the NQ task."""
-        fields = dict(self.qa.get(task, {}))
+    def qa_config(self, task: str, data: str | None = None, model: str | None = None) -> QAConfig:
+        """The QA configuration of ``task`` (for ``model``, where the profile sizes it apart);
+        ``data`` (--qa-data, comma-separated files) replaces the contexts built for the NQ task."""
+        fields = {**self.qa.get(task, {}), **self.qa_models.get(model, {}).get(task, {})}
         if data and task == "nq":
             fields["data"] = tuple(p for p in data.split(",") if p)
         return QAConfig(task=task, **fields)
@@ -42,6 +43,9 @@ PROFILES = {
         toy_seeds=(0, 1, 2, 3, 4),
         qa={"synthetic": dict(n=30, k=5, n_analysis=12, batch_size=12),
             "nq": dict(n=24, k=5, n_analysis=12, batch_size=12)},
+        # qwen2.5-1.5b on 2 CPU cores: prefills cost 17× SmolLM2's, so the size above is projected at
+        # ~6 h (benchmarks/bench_qa_stages.py); the largest that the projection fits in an hour:
+        qa_models={"qwen2.5-1.5b": {"synthetic": dict(n=4, n_analysis=3, n_mode_check=4)}},
     ),
     # for the project's own tests of the plugin: seconds, too small to show anything
     "smoke": Profile("smoke", ToyConfig(n=40, dim=16, subset=8, max_position=64, lr=1e-2, epochs=2,

@@ -141,3 +141,12 @@ def test_malformed_qa_data_errors_with_file_and_line(tmp_path):
     rows = json.loads((tmp_path / "reports" / "claims.json").read_text())
     assert [(r["test_id"], r["verdict"]) for r in rows] == [("C5c-tiny-llama-nq", "error")]
     assert f"{bad}:2" in rows[0]["reason"]
+
+
+def test_a_profile_sizes_a_model_apart_only_where_it_says():
+    from ropedim.profiles import get
+    p = get("default")
+    assert p.qa_config("synthetic", model="qwen2.5-1.5b").n == 4  # projected to fit an hour on 2 cores
+    assert p.qa_config("synthetic", model="qwen2.5-1.5b").k == p.qa_config("synthetic").k  # the rest as the profile
+    assert p.qa_config("synthetic", model="smollm2").n == p.qa_config("synthetic").n == 30
+    assert p.qa_config("nq", model="qwen2.5-1.5b").n == p.qa_config("nq").n
