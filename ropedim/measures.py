@@ -404,3 +404,7 @@ def masked_position_retention(qa, *, mask: QueryMask, mode: str, min_accuracy: f
                  f"({acc_m[0]:.1f}%, {acc_m[-1]:.1f}%): the gap would be the unmasked primacy effect (floor)")
     est.precondition = not_verified or floor or _guards(qa, correct, mask, min_accuracy, min_share_masked)
     return Measurement(est, _accuracy(qa, correct, mode), mode, [agreement] if agreement else [])
+
+
+# --- beyond the paper, issue 19 (§3, §4): frequency use in activations, massive values ----
+from . import activation_measures  # noqa: E402,F401  (registers its measures and figure kinds)
