@@ -156,13 +156,17 @@ def massive_low_freq_share(qa, *, seed: int = 0):
     st, dims, rank = _massive(qa)
     P = qa.loaded.anatomy.n_pairs
     low = (rank >= P // 2).double().numpy()
+    const = st.q_mean.abs() / st.q_abs.mean(0).clamp_min(1e-12)
     est = stats.cluster_bootstrap(low.shape[0], lambda idx: float(low[idx].mean()), seed=seed)
     est.unit = "layers"
     # Jin et al. rank dims by their L2 norm over tokens; mean |q| is ours: how often the two pick the same
     est.extra = {**_describe(st), "heads": int(low.size), "pairs": P,
                  "pair_rank_histogram": np.bincount(rank.flatten().numpy(), minlength=P).tolist(),
                  "massive_to_median_dim": float((st.q_abs.mean(0).max(-1).values /
-                                                 st.q_abs.mean(0).median(-1).values).median())}
+                                                 st.q_abs.mean(0).median(-1).values).median()),
+                 # |mean q| / mean |q|: 1 when a dim keeps one sign over tokens (a constant offset)
+                 "sign_constancy_massive": float(torch.gather(const, -1, dims[..., None]).median()),
+                 "sign_constancy_all_dims": float(const.median())}
     return Measurement(est, _massive_payload(qa, rank))
 
 
@@ -240,7 +244,7 @@ def act_profile(payloads):
             bx.scatter(loc, hs, s=10, color=model_colour(model), alpha=0.7, label=f"{model} ({task})")
             bx.axvline(f.local_threshold, color="gray", lw=0.8, ls=":")
             bx.set_xlabel("attention mass on the same and previous token")
-            bx.set_ylabel(f"query norm share, highest-frequency {f.fraction:g} of pairs")
+            bx.set_ylabel(f"query norm share of the top {f.fraction:g} of pairs by θ", fontsize=9)
     bx.set_title("control: local heads use the high frequencies", fontsize=9)
     bx.legend(frameon=False, fontsize=8)
     fig.suptitle(f"Frequency use in activations: {F._subjects(payloads)}")
@@ -267,7 +271,8 @@ def massive_dims(payloads):
         for (model, task), p in f.items():
             for name, vals in p.logprob.items():
                 axes[1].plot(range(1, len(vals) + 1), vals, marker="o", label=f"{model} ({task}): {name}")
-        axes[1].set_xlabel("gold position (first, middle, last)")
+        axes[1].set_xticks([1, 2, 3], ["first", "middle", "last"])
+        axes[1].set_xlabel("gold position")
         axes[1].set_ylabel("mean gold log-prob")
         axes[1].set_title("one query dim per head replaced by its mean", fontsize=9)
         axes[1].legend(frameon=False, fontsize=7)

@@ -219,3 +219,15 @@ def test_an_untrained_model_shows_neither_trend_nor_massive_low_frequencies(rand
         v = _judge(check, study)
         assert v.outcome != SUPPORTED, (check.key, v.reason)
     assert len(list((tmp_path / "cache" / "activations").glob("*.safetensors"))) == 1  # computed once, cached
+
+
+def test_beyond_checks_carry_the_beyond_mark_and_readable_ids():
+    """`-k beyond` (or `-m beyond`) selects the beyond-the-paper checks; ids read like
+    B-act-smollm2-synthetic."""
+    from fixtures.parametrize import _marks
+    for key in ("B-act-synthetic", "B-act-key-synthetic", "B-act-local-synthetic", "B-massive-synthetic",
+                "B-massive-ablation-synthetic"):
+        c = _check(key)
+        assert c.beyond and [m.name for m in _marks(c)] == ["beyond"]
+    assert _check("B-act-local-synthetic").test_id("smollm2") == "B-act-smollm2-local-synthetic"
+    assert _marks(check_by_key("C5a")) == ()
