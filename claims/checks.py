@@ -266,3 +266,43 @@ CHECKS += [
             "(where the utility curve rises − d_c from the layers' θ and the model's context) / head dim",
             _LLM_DC, {"reading": PRIMARY}, "0 (Liu et al.'s prediction)", beyond=True) for task in TASKS),
 ]
+
+# ---------------------------------------------------------------- beyond the paper, issue 19 (§3, §4)
+# Frequency use in activations (Barbero et al.) and massive query values (Jin et al.): second
+# witnesses for C5a and C5b on each model and task. Select them with `-k beyond` (every
+# beyond-the-paper check) or `-k "B-act or B-massive"`.
+LOCAL_THRESHOLD = 0.5  # our choice: "mostly on the same or the previous token" is more than half the mass
+MIN_LOCAL_HEADS = 3  # our choice: fewer local heads than this cannot be contrasted with the others
+MASSIVE_DRAWS = 2  # seeded random dims per head, averaged (each costs one pass over the questions)
+MASSIVE_QUESTIONS = 10  # our choice, CI's budget: 10 questions x 3 positions x 4 passes (none, massive, 2 random)
+NULL_TREND_PAIRS = NULL_TREND.replace("dims have no θ order", "pairs have no θ order").replace(
+    "head size", "number of pairs")
+for task in TASKS:
+    qa = QA(task)
+    CHECKS += [
+        Check("B-act", task, qa, "act_pair_trend", f"{_TREND}, mean pre-RoPE query pair norm over tokens",
+              Criterion("greater", NULL99, NULL_TREND_PAIRS), {"role": "query"},
+              "most norm in the lowest frequencies (Barbero et al.)", beyond=True),
+        Check("B-act", f"key-{task}", qa, "act_pair_trend", f"{_TREND}, mean key pair norm over tokens",
+              Criterion("greater", NULL99, NULL_TREND_PAIRS), {"role": "key"},
+              "most norm in the lowest frequencies (Barbero et al.)", beyond=True),
+        Check("B-act", f"local-{task}", qa, "act_local_contrast",
+              "query norm share of the highest-frequency eighth of pairs: local heads (attention mostly on the "
+              "same or previous token) − the other heads",
+              Criterion("greater", 0.0, "Barbero et al.: heads that attend to the diagonal or the previous token "
+                                        "use the highest frequencies; 0 is no difference (a check of the reading)"),
+              {"fraction": EIGHTH, "local_threshold": LOCAL_THRESHOLD, "min_heads": MIN_LOCAL_HEADS},
+              "> 0 (local heads use the high frequencies)", beyond=True),
+        Check("B-massive", task, qa, "massive_low_freq_share",
+              "share of heads whose largest pre-RoPE query dim (mean |q| over tokens) lies in the lower-frequency "
+              "half of the pairs",
+              Criterion("greater", 0.5, "Jin et al.: massive values sit in the low frequencies; 0.5 is the share "
+                                        "when the largest dim is as likely in either half (an untrained model)"),
+              {}, "most heads (Jin et al.)", beyond=True),
+        Check("B-massive", f"ablation-{task}", qa, "massive_ablation",
+              "gold log-prob, massive dim replaced by its mean − a random dim of the same head replaced, nats, "
+              "mean over questions (gold positions averaged)",
+              Criterion("less", 0.0, "Jin et al.: replacing the massive dims hurts more than replacing others; "
+                                     "0 is no difference"),
+              {"draws": MASSIVE_DRAWS, "questions": MASSIVE_QUESTIONS}, "< 0 (the massive dim matters more)", beyond=True),
+    ]

@@ -82,6 +82,17 @@ FINDINGS: dict[tuple[str, str, str], Finding] = {
     ("C5a-scaled", "gemma3", "default"): Finding(
         INC, "underpowered: the curve of W_q x q_norm rises with θ rank, but 18 layers cannot separate it "
              "from the untrained null"),
+
+    # beyond the paper, issue 19 (§4b): SmolLM2-135M, synthetic task, default profile
+    ("B-massive-ablation-synthetic", "smollm2", "default"): Finding(
+        NS, "beyond the paper: replacing each head's massive query dim by its mean over tokens costs less gold "
+            "log-prob than replacing a random other dim (it even raises it slightly). On this model the massive "
+            "dims keep one sign over every token (B-massive's record: sign constancy), so their mean keeps most "
+            "of what they carry, while a random dim loses its variation. Jin et al.'s ablation result does not "
+            "transfer to this model, task and form (mean replacement of the query only); on NQ it is undecided"),
+    ("B-massive-ablation-nq", "smollm2", "default"): Finding(
+        INC, "beyond the paper: underpowered; on NQ the massive dims' replacement costs more than a random dim's on "
+             "average (the synthetic task says the opposite), but 10 questions cannot decide it"),
 }
 
 

@@ -269,3 +269,46 @@ CLAIMS.update({c.id: c for c in [
           "dim 44 of 64 where d_c = 42 (b = 10⁴, T = 2048)",
           figures=("critical_fig",), decisions=CRITICAL_DECISIONS),
 ]})
+
+# ---------------------------------------------------------------- beyond the paper, issue 19 (§3, §4)
+# Claims of later studies on the same question, checked on the same models beside the paper's
+# (their checks are ``beyond=True``; the matrix lists them after the paper's claims).
+ACT_DECISIONS = (
+    "Activations: one forward pass per analysis example (the first n_analysis questions at every gold "
+    "position), the prompt alone; the norms are averaged over every prompt token but the first (the "
+    "attention sink, whose activations are outliers; our choice), then over examples.",
+    "A rotary pair is storage j with j + P (half split, read from the model); its norm is the same before "
+    "and after the rotation, so the key's pair norm is read after RoPE (divided by YaRN's cos/sin "
+    "multiplier where there is one). Query: before RoPE, after any q norm.",
+    "Statistic: C5a's, on pairs: the curve averaged over layers and heads in θ order, its Spearman "
+    "correlation with θ rank, a bootstrap over layers, the bar the null's 99th percentile for the number "
+    "of pairs (32 on a 64-dim head: a stricter bar than C5a's on 64 single rows).",
+    "Control of the reading (Barbero et al.): a head is local when its queries (positions t ≥ 2) put more "
+    "than half their attention on the keys t and t − 1; local heads should put a larger share of their "
+    "query norm in the highest-frequency eighth of the pairs than the other heads.",
+)
+MASSIVE_DECISIONS = (
+    "A head's massive dim: the pre-RoPE query dim with the largest mean |value| over the analysis tokens "
+    "(Jin et al. rank dims by their L2 norm over tokens; the two agree on heavy-tailed dims). The lower-"
+    "frequency half: pairs of θ rank ≥ P/2 (dims outside the rotary part count as θ = 0).",
+    "Ablation (Jin et al.'s add_mean_perturbation): in every head at once, the dim is replaced by its mean "
+    "over the analysis tokens at every position (a forward hook on the module that outputs the query before "
+    "RoPE); against one random other dim of each head replaced the same way (two seeded draws, averaged). "
+    "Measure: the gold answer's teacher-forced log-prob (ropedim.logprob) on the first 10 kept questions at "
+    "every gold position (our choice: CI's budget; 4 passes of 30 prompts), paired per question.",
+)
+CLAIMS.update({c.id: c for c in [
+    Claim("B-act", "beyond the paper: Barbero et al. (ICLR 2025), activations",
+          "[Per layer, head and rotary pair, the mean 2-norm of the query and key pair over the tokens of many "
+          "prompts:] Gemma 7B and Llama 3.1 8B put most norm in the lowest frequencies; a few heads [...] use "
+          "the highest frequencies to build diagonal and previous-token attention.",
+          "heatmaps of pair norms by frequency: a second witness, from activations, for C5a (W_q rows) and C5b "
+          "(utility): the last (low-frequency) dims carry more of the query",
+          figures=("act_heatmap", "act_profile"), decisions=QA_DECISIONS[:1] + ACT_DECISIONS),
+    Claim("B-massive", "beyond the paper: Jin et al. (ICML 2025), massive values",
+          "Concentrated large values sit in low-frequency dims of Q and K [...] only in RoPE models; [replacing "
+          "them by their mean over tokens disrupts contextual knowledge].",
+          "per head, the largest query dim lies in the low frequencies; mean-replacing it costs more than a "
+          "random dim: C5a/C5b's last dims, seen as the dims a head's query is made of",
+          figures=("massive_dims",), decisions=QA_DECISIONS[:1] + ACT_DECISIONS[:1] + MASSIVE_DECISIONS),
+]})

@@ -406,3 +406,8 @@ def masked_position_retention(qa, *, mask: QueryMask, mode: str, min_accuracy: f
     return Measurement(est, _accuracy(qa, correct, mode), mode, [agreement] if agreement else [])
 from . import dose as _dose  # noqa: E402,F401  (beyond the paper, issue 14: registers its measure and figure)
 from . import critical as _critical  # noqa: E402,F401  (beyond the paper, issue 14: the critical dimension)
+
+
+
+# --- beyond the paper, issue 19 (§3, §4): frequency use in activations, massive values ----
+from . import activation_measures  # noqa: E402,F401  (registers its measures and figure kinds)
