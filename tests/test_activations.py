@@ -24,12 +24,7 @@ from ropedim.qa.config import QAConfig
 from ropedim.verdict import INCONCLUSIVE, SUPPORTED, judge
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _check(key):

@@ -19,19 +19,11 @@ from ropedim.prompts import build_prompts, encode
 from ropedim.qa.analysis import HeadScores
 from ropedim.qa.config import QAConfig
 from ropedim.qa.masks import theta_end_mask
-from ropedim.qa_data import Doc, Example
 from ropedim.rope import pair_partner
 from ropedim.verdict import SUPPORTED, judge
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def _examples(n=4):
-    out = []
-    for i in range(n):
-        docs = tuple(Doc(f"t{j}", "word " * (j + 2 * i) + f"fact {j}", j == i % 3) for j in range(3))
-        out.append(Example(str(i), "which fact" + "?" * i, (f"fact {i % 3}",), docs, i % 3))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +41,8 @@ def _reference(loaded, prompt, answer, mask) -> float:
     return float(logp.gather(-1, torch.tensor(a)[:, None]).sum())
 
 
-def test_fast_logprob_equals_a_forward_pass_masked_from_the_question_on(tiny):
-    exs = _examples()
+def test_fast_logprob_equals_a_forward_pass_masked_from_the_question_on(tiny, qa_examples):
+    exs = qa_examples(4)
     ps, golds = build_prompts(exs, "plain"), [e.answers[0] for e in exs]
     a = tiny.anatomy
     g = torch.Generator().manual_seed(0)

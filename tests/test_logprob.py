@@ -10,15 +10,7 @@ from ropedim.hooks import BeforeRoPE
 from ropedim.logprob import NONE, Intervention, answer_ids, gold_logprob
 from ropedim.models import load_cached
 from ropedim.prompts import build_prompts, encode
-from ropedim.qa_data import Doc, Example
 
-
-def _examples(n=5):
-    out = []
-    for i in range(n):
-        docs = tuple(Doc(f"t{j}", "word " * (j + 2 * i) + f"fact {j}", j == i % 3) for j in range(3))
-        out.append(Example(str(i), "which fact" + "?" * i, (f"fact {i % 3}",), docs, i % 3))
-    return out
 
 
 @pytest.fixture(scope="module", params=["tiny-llama", "tiny-gemma3"])
@@ -26,12 +18,7 @@ def tiny(request):
     return load_cached(request.param)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference(loaded, prompt, answer) -> float:
@@ -46,8 +33,8 @@ def _reference(loaded, prompt, answer) -> float:
     return total
 
 
-def test_equals_the_token_by_token_reference_whatever_the_batch(tiny):
-    exs = _examples()
+def test_equals_the_token_by_token_reference_whatever_the_batch(tiny, qa_examples):
+    exs = qa_examples()
     ps, golds = build_prompts(exs, "plain"), [e.answers[0] for e in exs]
     ref = np.array([_reference(tiny, p, g) for p, g in zip(ps, golds)])
     for bs in (1, 3, 8):  # batches of unequal lengths: right padding must not matter
@@ -56,8 +43,8 @@ def test_equals_the_token_by_token_reference_whatever_the_batch(tiny):
     assert (ref < 0).all()
 
 
-def test_interventions_move_it_and_the_model_is_restored(tiny):
-    exs = _examples()
+def test_interventions_move_it_and_the_model_is_restored(tiny, qa_examples):
+    exs = qa_examples()
     ps, golds = build_prompts(exs, "plain"), [e.answers[0] for e in exs]
     a = tiny.anatomy
     zero = torch.zeros(a.n_layers, a.n_heads, a.head_dim)
@@ -69,8 +56,8 @@ def test_interventions_move_it_and_the_model_is_restored(tiny):
     np.testing.assert_array_equal(again, got["none"])  # hooks removed on exit
 
 
-def test_bad_input_says_what_is_wrong(tiny):
-    ps = build_prompts(_examples(2), "plain")
+def test_bad_input_says_what_is_wrong(tiny, qa_examples):
+    ps = build_prompts(qa_examples(2), "plain")
     with pytest.raises(ValueError, match="2 prompts but 1 answers"):
         gold_logprob(tiny, ps, ["x"], [NONE])
     with pytest.raises(ValueError, match="repeat"):
