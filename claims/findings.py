@@ -96,6 +96,40 @@ FINDINGS: dict[tuple[str, str, str], Finding] = {
 }
 
 
+# Qwen2.5-Coder-1.5B-Instruct (qwen2.5-1.5b: the paper's 128-dim heads, so its masks are the paper's own
+# dims), synthetic task, default profile sized for it (4 questions × 3 positions, 3 analysis questions:
+# the largest run projected to fit an hour on 2 CPU cores; ropedim/profiles.py). It answers every
+# question at every position, so no accuracy check can decide, and 28 layers decide few head-level ones.
+_QWEN_SMALL = "the default profile's run of this model is 4 questions (an hour on 2 CPU cores)"
+FINDINGS.update({
+    ("C5b-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "underpowered over 28 layers with 9 analysis examples: the averaged utility curve rises with θ rank "
+             "(the qa-sum and qa-mean readings say 'supported', post-RoPE does not decide)"),
+    ("C5c-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "precondition: masking u < 0.5 changed no answer of a model that answers every question, so the "
+             "run cannot show that the mask acts; " + _QWEN_SMALL),
+    **{(f"{c}-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "fast mode not verified: a mode check over 4 questions cannot bound faithful − fast within ±5 "
+             "points; " + _QWEN_SMALL)
+       for c in ("C5e-first16", "C5e-first32", "C5f-last16", "C5f-last32", "C5f-last16-position")},
+    ("C5d-first16-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "undecided under the primary reading (ρ near 0; the question-and-answer readings give the paper's "
+             "negative sign); the paper's own exception for Qwen-7B is ρ = +0.10 (§5.3)"),
+    ("C5d-within-layer-first16-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "beyond the paper: as the pooled first16 check, undecided under the primary reading"),
+    ("C-Fig4-first16-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "near 0 under the primary reading; fragile: the qa-sum and qa-mean readings say 'not supported', "
+             "so no refutation is recorded"),
+    ("C-Fig4-last16-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "underpowered over 28 layers: the pooled ρ is negative (the paper's Qwen-7B: +0.10) with a wide "
+             "layer-bootstrap interval"),
+    ("C-Fig4-within-layer-first16-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "beyond the paper: near 0 under the primary reading; the qa readings say 'not supported'"),
+    ("C-Fig4-within-layer-last16-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "beyond the paper: not decided over 28 layers"),
+})
+
+
 def expected(check_key: str, model: str, profile: str) -> Finding:
     """The outcome a check must give on ``model`` under ``profile``: the profile's own
     finding, else the default profile's, else the paper's claim."""
