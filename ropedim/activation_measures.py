@@ -187,7 +187,7 @@ def massive_ablation(qa, *, draws: int, questions: int | None, seed: int = 0):
         other = torch.randint(0, a.head_dim - 1, dims.shape, generator=g)
         other = other + (other >= dims).long()  # uniform over the head's other dims
         ivs.append(replace_query_dims(f"random-mean-{d}", other, torch.gather(mean, -1, other[..., None])[..., 0]))
-    lp = qa.gold_logprob(ivs, questions)  # name -> [positions, questions]
+    lp = qa.gold_logprob(ivs, qa.cfg.beyond_questions(questions))  # name -> [positions, questions]
     rand = np.mean([lp[f"random-mean-{d}"] for d in range(draws)], axis=0)
     per_q = (lp["massive-mean"] - rand).mean(0)  # [questions]
     est = stats.mean_ci(per_q, seed=seed)

@@ -291,7 +291,7 @@ def dose_response(qa, *, contrast: str, fractions: tuple, headline: float, draws
         every = [(layer, h) for layer in range(a.n_layers) for h in range(a.n_heads)]
         masks.update({f"all-first-{k}": theta_end_mask(a, "first", k, every)
                       for k in (dims_in_fraction(a.head_dim, f) for f in fractions)})
-    lp = dose_logprobs(qa, masks, mode, questions)
+    lp = dose_logprobs(qa, masks, mode, qa.cfg.beyond_questions(questions))
     none = lp["none"]
     ks = [dims_in_fraction(a.head_dim, f) for f in fractions]
     curves = {}  # which -> k -> [positions, questions] change

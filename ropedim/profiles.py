@@ -52,14 +52,15 @@ PROFILES = {
                                         samples_per_epoch=512, eval_samples=64,
                                         removal_step=2), toy_seeds=(0, 1)),
     "paper": Profile("paper", PAPER, toy_seeds=(0, 1, 2, 3, 4), toy_inits=("1", "1/d"),
-                     qa={"synthetic": dict(n=500, k=20, mode="faithful", n_analysis=100, n_mode_check=50),
-                         "nq": dict(n=2655, k=20, mode="faithful", n_analysis=100, n_mode_check=50)}),
+                     qa={"synthetic": dict(n=500, k=20, mode="faithful", n_analysis=100, n_mode_check=50, beyond_full=True),
+                         "nq": dict(n=2655, k=20, mode="faithful", n_analysis=100, n_mode_check=50,
+                                    beyond_full=True)}),
     # the paper's size with fast masking where the mode check (150 questions) agrees, else faithful
     "paper-fast": Profile("paper-fast", PAPER, toy_seeds=(0, 1, 2, 3, 4), toy_inits=("1", "1/d"),
                           qa={"synthetic": dict(n=500, k=20, mode="table", fallback="faithful", n_analysis=100,
-                                                n_mode_check=150),
+                                                n_mode_check=150, beyond_full=True),
                               "nq": dict(n=2655, k=20, mode="table", fallback="faithful", n_analysis=100,
-                                         n_mode_check=150)}),
+                                         n_mode_check=150, beyond_full=True)}),
 }
 
 

@@ -150,3 +150,12 @@ def test_a_profile_sizes_a_model_apart_only_where_it_says():
     assert p.qa_config("synthetic", model="qwen2.5-1.5b").k == p.qa_config("synthetic").k  # the rest as the profile
     assert p.qa_config("synthetic", model="smollm2").n == p.qa_config("synthetic").n == 30
     assert p.qa_config("nq", model="qwen2.5-1.5b").n == p.qa_config("nq").n
+
+
+def test_the_paper_profile_runs_the_beyond_log_prob_checks_on_every_question():
+    from ropedim.profiles import get
+    for task in ("synthetic", "nq"):
+        assert get("default").qa_config(task).beyond_questions(15) == 15  # CI's budget: the check's own cap
+        assert get("paper").qa_config(task).beyond_questions(15) is None  # every question
+        assert get("paper-fast").qa_config(task).beyond_questions(10) is None
+    assert "beyond_full" not in get("default").qa_config("synthetic").to_dict()  # cached runs keep their keys

@@ -25,6 +25,8 @@ class QAConfig:
     n_analysis: int = 12  # questions (each at every gold position) whose q, K, V feed the head scores
     n_mode_check: int = 10  # questions (at every position) on which fast-mode masks are checked faithfully
     data: tuple[str, ...] = ()  # lost-in-the-middle files to read instead of building contexts
+    beyond_full: bool = False  # the beyond-the-paper log-prob checks on every question (True), or on the
+    #                            first few their check names (False: CI's budget on a 2-core CPU)
     seed: int = 0
     utility: UtilityConfig = field(default_factory=UtilityConfig)
 
@@ -38,10 +40,21 @@ class QAConfig:
         if self.k < 2 or self.n < 1:
             raise ValueError(f"need k >= 2 documents and n >= 1 questions (k={self.k}, n={self.n})")
 
+    def beyond_questions(self, cap: int | None) -> int | None:
+        """Questions a beyond-the-paper log-prob check measures: its ``cap``, or all (None)
+        where the profile runs them at full size."""
+        return None if self.beyond_full else cap
+
     @property
     def positions(self) -> tuple[int, ...]:
         """Gold positions, 0-based: first, middle, last (1st, 10th, 20th for k = 20)."""
         return (0, (self.k - 1) // 2, self.k - 1)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field (the Study's cache keys hold it); ``beyond_full`` only where set: it
+        decides no step of the Study (the beyond checks' own keys hold their question count),
+        so adding it left the keys of every cached run as they were."""
+        d = asdict(self)
+        if not self.beyond_full:
+            del d["beyond_full"]
+        return d
