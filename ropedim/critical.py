@@ -206,12 +206,12 @@ def critical_dimension(runs: dict, *, grid: tuple, n_seeds: int, init: str, stat
     cfg = _config_of(runs[init])
     seeds = sorted(r.seed for r in runs[init][setup])[:n_seeds]
     own = [r for r in runs[init][setup] if r.seed in seeds]
-    if setup == "rope":
-        entries = grid_transitions(cfg, grid, seeds, {(float(cfg.base), int(cfg.max_position)): own})
-    elif setup == "norope":
-        entries = {(b, t): _entry(cfg.dim, b, t, own) for b, t in grid}
-    else:
+    if setup not in ("rope", "norope"):
         raise ValueError(f"setup must be 'rope' or 'norope', got {setup!r}")
+    if all(r.rope for r in own):
+        entries = grid_transitions(cfg, grid, seeds, {(float(cfg.base), int(cfg.max_position)): own})
+    else:  # heads without RoPE (whatever the setup is called: the controls swap them in) serve every cell
+        entries = {(b, t): _entry(cfg.dim, b, t, own) for b, t in grid}
     est = critical_statistic(entries, statistic, cfg.dim)
     est.extra.update(toy_config={k: v for k, v in cfg.to_dict().items() if k not in ("base", "max_position")},
                      training_seconds=sum(e["seconds"] for e in entries.values()), seeds=seeds,
