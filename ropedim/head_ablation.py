@@ -111,12 +111,6 @@ def same_layer_draws(top: list, n_heads: int, draws: int, seed: int) -> list[lis
     return out
 
 
-def _same_layer_control(heads: list, n_heads: int) -> bool:
-    """Whether random same-layer heads outside ``heads`` exist in every layer it touches."""
-    return all(sum(1 for x in heads if x[0] == l) <= n_heads - sum(1 for x in heads if x[0] == l)
-               for l in {l for l, _ in heads})
-
-
 # ---------------------------------------------------------------- payload
 
 @dataclass
@@ -162,7 +156,9 @@ def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int |
     est.unit = "questions"
     est.p_value = float(stats.sps.wilcoxon(per_q).pvalue) if np.any(per_q != 0) else 1.0
     paper = [(int(l), int(h)) for l, h in (sc > 0.5).nonzero().tolist()]
-    paper_control = bool(paper) and _same_layer_control(paper, H)
+    per_layer = {l: sum(1 for x in paper if x[0] == l) for l in sorted({l for l, _ in paper})}
+    short = [l for l, n in per_layer.items() if n > H - n]  # layers without as many other heads to draw
+    full = [l for l, n in per_layer.items() if n == H]
     est.extra = {
         "form": {"zero": "zero output (the head's attention output set to 0 before o_proj)",
                  "uniform": "uniform attention (the head's post-RoPE query set to 0)"}[form],
@@ -177,12 +173,14 @@ def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int |
         "per_draw_top_minus_random": [round(float((lp[f"top{k}"] - lp[f"random{k}-{d}"]).mean()), 4)
                                       for d in range(draws)],
         "paper_set_size": len(paper),
-        "paper_set_layers": sorted({l for l, _ in paper}),
-        "paper_set_same_layer_control": paper_control,
-        "paper_set_note": ("the paper's own set (retrieval score > 0.5) " +
-                           ("is not measured here (the top-k is)" if paper_control else
-                            "holds every head of some of its layers: it has no same-layer random control, "
-                            "so it is not measured") if paper else "the paper's own set (score > 0.5) is empty"),
+        "paper_set_layers": sorted(per_layer),
+        "paper_set_same_layer_control": bool(paper) and not short,
+        "paper_set_note": (
+            "the paper's own set (retrieval score > 0.5) is empty" if not paper else
+            f"the paper's own set (retrieval score > 0.5) has no same-layer random control: layers {short} hold "
+            f"more of its heads than they have others" + (f" (every head of layers {full})" if full else "") +
+            "; it is not measured"
+            if short else "the paper's own set (retrieval score > 0.5) is not measured here (the top-k is)"),
     }
     change, low, high = {}, {}, {}
     for name, v in lp.items():
