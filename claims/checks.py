@@ -306,3 +306,24 @@ for task in TASKS:
                                      "0 is no difference"),
               {"draws": MASSIVE_DRAWS, "questions": MASSIVE_QUESTIONS}, "< 0 (the massive dim matters more)", beyond=True),
     ]
+
+# ---------------------------------------------------------------- beyond the paper, issue 19 (§1)
+# The precondition of C5e/C5f: masking the top 5% of heads by the paper's retrieval score costs
+# more gold log-prob than masking as many random heads of the same layers. One check per
+# head-masking form (not an `alternatives` entry: a form is not a reading of the paper's claim,
+# the paper masks no whole heads; each form is its own measurement, with its own figure panel).
+# Select them with `-k B-heads` (or `-k beyond`).
+HEADS_FRACTION = 0.05  # the issue's largest k (5 % of heads: 14 of smollm2's 270)
+HEADS_DRAWS = 5  # seeded random same-layer draws, averaged (each one pass over the questions)
+HEADS_QUESTIONS = 10  # our choice, CI's budget: 10 questions x 3 positions x 6 passes per form
+for task in TASKS:
+    CHECKS += [
+        Check("B-heads", f"{form}-{task}", QA(task), "head_masking",
+              f"log p(gold), top 5% heads by retrieval score masked ({form}) − as many random heads of the same "
+              "layers masked (mean of 5 draws), nats, mean over questions (gold positions averaged)",
+              Criterion("less", 0.0, "the paper's premise of §5.4: the retrieval heads are the ones long-distance "
+                                     "retrieval needs (beyond the paper); 0 is no difference"),
+              {"form": form, "fraction": HEADS_FRACTION, "draws": HEADS_DRAWS, "questions": HEADS_QUESTIONS},
+              "< 0 (the retrieval heads matter more)", beyond=True)
+        for form in ("zero", "uniform")
+    ]

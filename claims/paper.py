@@ -312,3 +312,23 @@ CLAIMS.update({c.id: c for c in [
           "random dim: C5a/C5b's last dims, seen as the dims a head's query is made of",
           figures=("massive_dims",), decisions=QA_DECISIONS[:1] + ACT_DECISIONS[:1] + MASSIVE_DECISIONS),
 ]})
+
+# ---------------------------------------------------------------- beyond the paper, issue 19 (§1)
+HEADS_DECISIONS = (
+    "Heads: the top 5% of all heads by the §5.3 retrieval score (ties: lower layer and head first), against "
+    "as many random heads drawn from the same layers, the top heads excluded (5 seeded draws, averaged). The "
+    "paper's own set (score > 0.5) is reported but not measured where it holds every head of a layer (no "
+    "same-layer control exists; so on smollm2).",
+    "Forms: zero output (the head's attention output set to 0 before o_proj, every position) and uniform "
+    "attention (the head's post-RoPE query set to 0: every score 0, attention uniform over the causal keys; "
+    "Wu et al.'s form). Measure: the gold answer's teacher-forced log-prob (ropedim.logprob) on the first 10 "
+    "kept questions at every gold position (our choice: CI's budget), paired per question.",
+)
+CLAIMS.update({c.id: c for c in [
+    Claim("B-heads", "beyond the paper: the retrieval heads are causally necessary (the premise of §5.4)",
+          "[§5.4 masks dims of the retrieval heads only:] the heads found by the retrieval score (§5.3) are the "
+          "ones long-distance retrieval uses.",
+          "masking the top-k retrieval heads costs more gold log-prob than masking k random heads of the same "
+          "layers: the precondition of C5e and C5f (issue 19 §1)",
+          figures=("head_masking_fig",), decisions=QA_DECISIONS[:1] + HEADS_DECISIONS),
+]})

@@ -1,4 +1,4 @@
-"""Exploratory probe for issue 19 §1 (not a claim check: two forms x 6 passes exceed CI's budget):
+"""Exploratory probe for issue 19 §1, now the check B-heads (ropedim/head_ablation.py; same specs, so its cache entries are shared):
 the top-k heads by the paper's retrieval score (§5.3) against k random heads drawn from the same layers
 (5 seeded draws), each set masked in every position, on the gold answer's teacher-forced log-prob of the
 first 10 synthetic questions at every gold position (smollm2, default profile), paired per question.
