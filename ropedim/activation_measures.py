@@ -19,7 +19,7 @@ import torch
 
 from . import figures as F
 from . import stats
-from .activations import activation_stats, pair_rank, replace_query_dims
+from .activations import pair_rank, replace_query_dims
 from .figures import HeadProfile, Payload, figure, model_colour
 from .measures import Measurement, _theta_trend, measure
 from .weights import to_paper_order
@@ -71,7 +71,7 @@ def _high_share(q_paper: torch.Tensor, fraction: float) -> tuple[torch.Tensor, i
 
 
 def _act_profile(qa, role: str, fraction: float = 0.125, local_threshold: float = 0.5) -> ActProfile:
-    st, a = activation_stats(qa), qa.loaded.anatomy
+    st, a = qa.activation_stats(), qa.loaded.anatomy
     values = (st.q_pair if role == "query" else st.k_pair).mean(0)
     paper = _paper_pairs(values, a)
     q_paper = _paper_pairs(st.q_pair.mean(0), a)
@@ -96,7 +96,7 @@ def act_pair_trend(qa, *, role: str, seed: int = 0):
     over layers; the bar: the null's 99th percentile for this number of pairs."""
     if role not in ("query", "key"):
         raise ValueError(f"role must be 'query' or 'key', got {role!r}")
-    st, a = activation_stats(qa), qa.loaded.anatomy
+    st, a = qa.activation_stats(), qa.loaded.anatomy
     values = (st.q_pair if role == "query" else st.k_pair).mean(0)  # [L, H or KVH, P]
     est = _theta_trend(values, pair_rank(a), seed)
     est.extra.update(_describe(st), pairs=a.n_pairs, role=role,
@@ -110,7 +110,7 @@ def act_local_contrast(qa, *, fraction: float, local_threshold: float, min_heads
     previous token (mass > ``local_threshold``) put a larger share of their query norm in
     the highest-frequency ``fraction`` of pairs than the other heads: the mean share of
     the local heads minus that of the others; a bootstrap over layers."""
-    st, a = activation_stats(qa), qa.loaded.anatomy
+    st, a = qa.activation_stats(), qa.loaded.anatomy
     hs, n = _high_share(_paper_pairs(st.q_pair.mean(0), a), fraction)
     hs, local = hs.double().numpy(), st.local.mean(0).double().numpy()  # [L, H]
     is_local = local > local_threshold
@@ -136,7 +136,7 @@ def act_local_contrast(qa, *, fraction: float, local_threshold: float, min_heads
 
 def _massive(qa):
     """(stats, per-head massive dim [L, H] (storage), its pair rank [L, H])."""
-    st, a = activation_stats(qa), qa.loaded.anatomy
+    st, a = qa.activation_stats(), qa.loaded.anatomy
     dims = st.q_abs.mean(0).argmax(-1)  # [L, H]
     return st, dims, torch.gather(a.rank, 1, dims)
 

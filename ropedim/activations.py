@@ -23,7 +23,6 @@ outliers in most models; our choice). Only these reductions are cached, never ac
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,12 +31,13 @@ import torch
 from . import cache
 from . import prompts as P
 from .anatomy import attention_modules, q_pre_module
+from .generation import mask_digest
 from .hooks import capture
 from .logprob import Intervention
 from .progress import progress
 from .retrieval import attention_rows
 
-__all__ = ["ActivationStats", "activation_stats", "compute_activation_stats", "pair_rank", "replace_query_dims",
+__all__ = ["ActivationStats", "compute_activation_stats", "pair_rank", "replace_query_dims",
            "CODE_VERSION"]
 
 CODE_VERSION = 1
@@ -102,30 +102,7 @@ def compute_activation_stats(loaded, prompts) -> ActivationStats:
                            len(per), f"every prompt token from position {FIRST_TOKEN} on (the prompt alone)")
 
 
-def activation_stats(qa) -> ActivationStats:
-    """The activation statistics of a QA run's analysis examples (the first ``n_analysis``
-    kept questions at every gold position), cached on disk keyed by the model's weights
-    and the QA configuration. A test double provides ``activation_stats()`` itself."""
-    own = getattr(qa, "activation_stats", None)
-    if callable(own):
-        return own()
-    if "_ropedim_activation_stats" not in qa.__dict__:
-        from .qa.analysis import analysis_items
-        qs = qa.qaset
-        items = analysis_items(qs, qa.cfg.n_analysis)
-        key = {"model": qa.fingerprint, "qa": qa.cfg.to_dict(), "code": CODE_VERSION, "kind": "activations",
-               "items": [list(i) for i in items]}
-        qa.__dict__["_ropedim_activation_stats"] = cache.cached(
-            "activations", key, lambda: compute_activation_stats(qa.loaded, [qs.prompts[p][i] for p, i in items]))
-    return qa.__dict__["_ropedim_activation_stats"]
-
-
 # ---------------------------------------------------------------- §4b: one query dim replaced
-
-def _digest(t: torch.Tensor) -> str:
-    a = t.detach().cpu().contiguous()
-    return hashlib.sha256(repr((a.dtype, tuple(a.shape))).encode() + a.numpy().tobytes()).hexdigest()[:24]
-
 
 def replace_query_dims(name: str, dims: torch.Tensor, values: torch.Tensor) -> Intervention:
     """Per head, the pre-RoPE query dim ``dims[l, h]`` (storage index) replaced by
@@ -157,4 +134,4 @@ def replace_query_dims(name: str, dims: torch.Tensor, values: torch.Tensor) -> I
             for hd in handles:
                 hd.remove()
 
-    return Intervention(name, {"kind": "replace-query-dims", "dims": _digest(dims), "values": _digest(values)}, enter)
+    return Intervention(name, {"kind": "replace-query-dims", "dims": mask_digest(dims), "values": mask_digest(values)}, enter)

@@ -16,7 +16,7 @@ D/8, D/4, D/2 of a head of D dims (whole rotary pairs, θ order as everywhere in
   (``ropedim.stats.cluster_bootstrap``);
 - mode: as the masks of C5e/C5f in the run's profile. ``fast`` (the default profile): the
   context is prefilled once, unmasked, and every mask continues it from the question on
-  (:func:`fast_gold_logprob`, the shared-context machinery of the fast sweep), so the
+  (``ropedim.logprob.fast_gold_logprob``, the shared-context machinery of the fast sweep), so the
   whole curve costs one prefill per prompt and one pass over question and answer per
   mask; ``faithful`` (``--profile paper``): the mask at every position
   (``Study.gold_logprob``, one forward pass per prompt and mask).
@@ -29,27 +29,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import cache, stats
-from .anatomy import mask_shape
-from .decode import SharedContext, left_pad, pad_id
-from .devices import input_device
+from . import stats
 from .figures import PAYLOADS, Payload, _subplots, figure, model_colour
-from .generation import mask_digest
-from .hooks import BeforeRoPE, masked
-from .logprob import Intervention, answer_ids
+from .logprob import Intervention
 from .measures import Measurement, NotApplicable, measure
-from .progress import progress
-from .prompts import Prompt, encode
 from .qa.masks import theta_end_mask
 from .retrieval import retrieval_heads
 from .rope import dims_in_fraction
-from .shared_prefix import attending
 
-__all__ = ["DoseResponse", "dose_masks", "random_pairs_mask", "fast_gold_logprob", "dose_logprobs",
+__all__ = ["DoseResponse", "dose_masks", "random_pairs_mask", "dose_logprobs",
            "dose_response", "questions_needed"]
 
 WHICH = ("first", "random", "last")
-CODE_VERSION = 2  # 2: re-measured cold for the CI cost (same computation as 1)
 
 
 # ---------------------------------------------------------------- masks
@@ -83,76 +74,15 @@ def dose_masks(anatomy, heads, fractions, draws: int, seed: int) -> dict[str, to
     return out
 
 
-# ---------------------------------------------------------------- fast mode: one prefill, every mask after it
-
-def fast_gold_logprob(loaded, prompts: list[Prompt], answers: list[str], variants: dict, batch_size: int = 4,
-                      desc: str = "gold log-prob, fast") -> dict[str, np.ndarray]:
-    """{variant: [len(prompts)]} log p(gold answer | prompt) with the query mask of each
-    variant (name -> [L, H, Dh] mask, ``BeforeRoPE`` mask, or None) applied from the
-    question on; the context (instruction and documents) is prefilled once, unmasked, and
-    shared by every variant (``ropedim.decode.SharedContext``: the fast sweep's machinery).
-    Equal to one forward pass per prompt and variant under ``hooks.masked(...,
-    from_position=question start)`` (tests/test_dose.py)."""
-    model, tok = loaded.model, loaded.tokenizer
-    names = list(variants)
-    dev = input_device(model)
-    shape = mask_shape(model)
-    plain = [variants[v].mask if isinstance(variants[v], BeforeRoPE) else variants[v] for v in names]
-    masks = torch.stack([torch.ones(shape) if m is None else torch.as_tensor(m).float() for m in plain]).to(dev)
-    before = torch.tensor([isinstance(variants[v], BeforeRoPE) for v in names], device=dev)
-    enc = [encode(p, tok) for p in prompts]
-    ans = [answer_ids(p, a, tok) for p, a in zip(prompts, answers)]
-    order = sorted(range(len(prompts)), key=lambda i: enc[i][0][:enc[i][1]])  # shared prefixes together
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    out = {n: np.zeros(len(prompts)) for n in names}
-    n_var, pad = len(names), pad_id(tok)
-    bar = progress(total=len(batches), desc=f"{desc}, {len(prompts)} prompts × {n_var} masks")
-    with torch.inference_mode():
-        for b in batches:
-            contexts = [enc[i][0][:enc[i][1]] for i in b]
-            suffix = [enc[i][0][enc[i][1]:] + ans[i] for i in b]
-            s_ids, s_mask = left_pad(suffix, pad, dev)
-            dec = SharedContext(model, contexts, s_ids, s_mask, masks, 0, before)
-            longest = max(len(ans[i]) for i in b)
-            dec.state.append(dec.q_pos)
-            with attending(model, dec.state), masked(model, masks, before_rope=before,
-                                                     variant_of_row=lambda: dec.state.rows % n_var):
-                logits = model(input_ids=dec.ids, position_ids=dec.q_pos.clamp(min=0), use_cache=False,
-                               logits_to_keep=longest + 1).logits
-            logp = logits.float().log_softmax(-1)  # [R, longest + 1, vocab]; rows end together (left padding)
-            for j, i in enumerate(b):
-                a = torch.tensor(ans[i], device=logp.device)
-                lo = longest - len(ans[i])
-                for v, name in enumerate(names):
-                    out[name][i] = float(logp[j * n_var + v, lo:longest].gather(-1, a[:, None]).sum())
-            bar.update()
-    bar.close()
-    return out
-
-
-def _questions(qa, questions):
-    qs = qa.qaset
-    n = len(qs.audit.kept) if questions is None else min(questions, len(qs.audit.kept))
-    prompts = [p for pos in qs.positions for p in qs.kept_prompts(pos)[:n]]
-    golds = [g[0] for pos in qs.positions for g in qs.golds(pos)[:n]]
-    return n, prompts, golds
-
-
 def dose_logprobs(qa, masks: dict[str, torch.Tensor], mode: str, questions: int | None = None) -> dict[str, np.ndarray]:
     """{name: [positions, questions]} gold log-prob under each mask and unmasked ("none").
-    ``mode``: "fast" (:func:`fast_gold_logprob`, all masks in one cached step) or
-    "faithful" (``qa.gold_logprob``, each mask cached on its own)."""
+    ``mode``: "fast" (``Study.gold_logprob_fast``, all masks in one cached step) or
+    "faithful" (``Study.gold_logprob``, each mask cached on its own)."""
     if mode == "faithful":
         return qa.gold_logprob([Intervention.query_mask(n, m) for n, m in masks.items()], questions)
     if mode != "fast":
         raise ValueError(f"mode must be 'fast' or 'faithful', got {mode!r}")
-    n, prompts, golds = _questions(qa, questions)
-    variants = {"none": None, **masks}
-    key = qa._key("logprob-fast", code_dose=CODE_VERSION, questions=n,
-                  masks={name: mask_digest(m) for name, m in variants.items()})
-    got = cache.cached("logprob", key, lambda: {k: v.tolist() for k, v in fast_gold_logprob(
-        qa.loaded, prompts, golds, variants, max(1, qa.cfg.batch_size // 3)).items()})
-    return {name: np.asarray(v).reshape(len(qa.cfg.positions), n) for name, v in got.items()}
+    return qa.gold_logprob_fast(masks, questions)
 
 
 # ---------------------------------------------------------------- statistics
@@ -179,17 +109,8 @@ def questions_needed(diff: np.ndarray, seed: int = 0) -> float | None:
 def _accuracy_of_c5e(qa, name: str):
     """C5e's masked accuracy [positions, questions] of mask ``name`` and unmasked, in the
     mode C5e uses, only where it is already computed (cached); else None."""
-    try:
-        mode = qa.mode_of("fast")
-        if hasattr(qa, "_key"):  # a Study: read the cache only, never answer here
-            names = list(dict.fromkeys(["none", *qa.plan.get(mode, [])]))
-            if name not in names:
-                return None
-            got = cache.load("correct", qa._key("correct", mode=mode, masks=qa._masks_spec(names)), None)
-        else:
-            got = qa.correctness(mode)
-    except (KeyError, AttributeError):
-        return None
+    mode = qa.mode_of("fast")
+    got = qa.cached_correctness(mode)
     if not got or name not in got:
         return None
     return np.asarray(got["none"], float), np.asarray(got[name], float), mode

@@ -26,13 +26,16 @@ from typing import Callable, ContextManager, Sequence
 import numpy as np
 import torch
 
+from .anatomy import mask_shape
+from .decode import SharedContext, left_pad, pad_id
 from .devices import input_device
 from .generation import mask_digest
-from .hooks import masked
+from .hooks import BeforeRoPE, masked
 from .progress import progress
 from .prompts import Prompt, encode
+from .shared_prefix import attending
 
-__all__ = ["Intervention", "NONE", "answer_ids", "gold_logprob"]
+__all__ = ["Intervention", "NONE", "answer_ids", "gold_logprob", "fast_gold_logprob"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,5 +112,52 @@ def gold_logprob(loaded, prompts: Sequence[Prompt], answers: Sequence[str],
                         tgt = torch.tensor(s[a0:], device=logp.device)
                         out[iv.name][i] = float(logp[r, a0 - 1:len(s) - 1].gather(-1, tgt[:, None]).sum())
                     bar.update()
+    bar.close()
+    return out
+
+
+# ---------------------------------------------------------------- fast mode: one prefill, every mask after it
+
+def fast_gold_logprob(loaded, prompts: list[Prompt], answers: list[str], variants: dict, batch_size: int = 4,
+                      desc: str = "gold log-prob, fast") -> dict[str, np.ndarray]:
+    """{variant: [len(prompts)]} log p(gold answer | prompt) with the query mask of each
+    variant (name -> [L, H, Dh] mask, ``BeforeRoPE`` mask, or None) applied from the
+    question on; the context (instruction and documents) is prefilled once, unmasked, and
+    shared by every variant (``ropedim.decode.SharedContext``: the fast sweep's machinery).
+    Equal to one forward pass per prompt and variant under ``hooks.masked(...,
+    from_position=question start)`` (tests/test_dose.py)."""
+    model, tok = loaded.model, loaded.tokenizer
+    names = list(variants)
+    dev = input_device(model)
+    shape = mask_shape(model)
+    plain = [variants[v].mask if isinstance(variants[v], BeforeRoPE) else variants[v] for v in names]
+    masks = torch.stack([torch.ones(shape) if m is None else torch.as_tensor(m).float() for m in plain]).to(dev)
+    before = torch.tensor([isinstance(variants[v], BeforeRoPE) for v in names], device=dev)
+    enc = [encode(p, tok) for p in prompts]
+    ans = [answer_ids(p, a, tok) for p, a in zip(prompts, answers)]
+    order = sorted(range(len(prompts)), key=lambda i: enc[i][0][:enc[i][1]])  # shared prefixes together
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    out = {n: np.zeros(len(prompts)) for n in names}
+    n_var, pad = len(names), pad_id(tok)
+    bar = progress(total=len(batches), desc=f"{desc}, {len(prompts)} prompts × {n_var} masks")
+    with torch.inference_mode():
+        for b in batches:
+            contexts = [enc[i][0][:enc[i][1]] for i in b]
+            suffix = [enc[i][0][enc[i][1]:] + ans[i] for i in b]
+            s_ids, s_mask = left_pad(suffix, pad, dev)
+            dec = SharedContext(model, contexts, s_ids, s_mask, masks, 0, before)
+            longest = max(len(ans[i]) for i in b)
+            dec.state.append(dec.q_pos)
+            with attending(model, dec.state), masked(model, masks, before_rope=before,
+                                                     variant_of_row=lambda: dec.state.rows % n_var):
+                logits = model(input_ids=dec.ids, position_ids=dec.q_pos.clamp(min=0), use_cache=False,
+                               logits_to_keep=longest + 1).logits
+            logp = logits.float().log_softmax(-1)  # [R, longest + 1, vocab]; rows end together (left padding)
+            for j, i in enumerate(b):
+                a = torch.tensor(ans[i], device=logp.device)
+                lo = longest - len(ans[i])
+                for v, name in enumerate(names):
+                    out[name][i] = float(logp[j * n_var + v, lo:longest].gather(-1, a[:, None]).sum())
+            bar.update()
     bar.close()
     return out

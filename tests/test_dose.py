@@ -11,7 +11,8 @@ import torch
 
 from claims.table import CHECKS
 from ropedim import models
-from ropedim.dose import dose_masks, fast_gold_logprob, questions_needed, random_pairs_mask
+from ropedim.dose import dose_masks, questions_needed, random_pairs_mask
+from ropedim.logprob import fast_gold_logprob
 from ropedim.hooks import masked
 from ropedim.logprob import NONE, answer_ids, gold_logprob
 from ropedim.measures import MEASURES
@@ -110,6 +111,9 @@ class PlantedLogprob:
 
     def mode_of(self, mode):
         return self.cfg.mode
+
+    def cached_correctness(self, mode):
+        return None  # no C5e answers: the record says there is no accuracy comparison
 
     def gold_logprob(self, interventions, questions=None):
         a = self.loaded.anatomy

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from .. import cache
-from ..generation import model_fingerprint
-from ..logprob import NONE, Intervention, gold_logprob
+from ..generation import mask_digest, model_fingerprint
+from ..logprob import NONE, Intervention, fast_gold_logprob, gold_logprob
 from ..utility import PRIMARY, READINGS
 from .analysis import HeadScores, analysis_items, head_scores
 from .answers import answer, correctness
@@ -53,8 +53,16 @@ class QARun(Protocol):
 
     def mode_check(self) -> list[ModeAgreement]: ...
 
+    # beyond the paper (only the checks that use them call these):
     def gold_logprob(self, interventions, questions: int | None = None) -> dict[str, np.ndarray]: ...
-    # beyond the paper: name -> [positions, questions] log p(gold answer | prompt)
+    # name -> [positions, questions] log p(gold answer | prompt), interventions at every position
+
+    def gold_logprob_fast(self, masks, questions: int | None = None) -> dict[str, np.ndarray]: ...
+    # the same for query masks from the question on
+
+    def cached_correctness(self, mode: str) -> dict[str, np.ndarray] | None: ...  # correctness(mode) if on disk
+
+    def activation_stats(self): ...  # ropedim.activations.ActivationStats of the analysis prompts
 
 
 class Study:
@@ -70,6 +78,7 @@ class Study:
         self.plan = {mode: ["none", *(m.name for m in ms)] for mode, ms in plan.items() if ms}
         self.fingerprint = model_fingerprint(loaded.model)
         self._scores: dict[str, HeadScores] = {}
+        self._activations = None  # ropedim.activations.ActivationStats, once computed
 
     def mode_of(self, mode: str) -> str:
         """The mode a check asking for ``mode`` is measured in (the config may force one)."""
@@ -136,24 +145,57 @@ class Study:
                                 unlocked=lambda names=names, n=n, other=other: self.answers(names, other, n))
         return out
 
-    # beyond the paper: the gold answer's teacher-forced log-probability
+    # beyond the paper: the gold answer's teacher-forced log-probability, activation statistics
+    def logprob_inputs(self, questions: int | None = None) -> tuple[int, list, list[str]]:
+        """(n, prompts, first gold answers) of the first ``questions`` kept questions (all by
+        default) at every gold position, position by position."""
+        qs = self.qaset
+        n = len(qs.audit.kept) if questions is None else min(questions, len(qs.audit.kept))
+        prompts = [p for pos in qs.positions for p in qs.kept_prompts(pos)[:n]]
+        golds = [g[0] for pos in qs.positions for g in qs.golds(pos)[:n]]
+        return n, prompts, golds
+
     def gold_logprob(self, interventions: Sequence[Intervention], questions: int | None = None
                      ) -> dict[str, np.ndarray]:
         """{name: [positions, questions] log p(gold answer | prompt)} under each intervention
         (at every position) and unmasked ("none", always included), on the first
         ``questions`` kept questions (all by default). Each intervention is cached on its
         own, keyed by its spec, so checks that share one compute it once."""
-        qs = self.qaset
-        n = len(qs.audit.kept) if questions is None else min(questions, len(qs.audit.kept))
-        prompts = [p for pos in qs.positions for p in qs.kept_prompts(pos)[:n]]
-        golds = [g[0] for pos in qs.positions for g in qs.golds(pos)[:n]]
+        n, prompts, golds = self.logprob_inputs(questions)
         out = {}
         for iv in ([NONE] + [iv for iv in interventions if iv.name != "none"]):
             key = self._key("logprob", intervention=iv.spec, questions=n)
             got = cache.cached("logprob", key, lambda iv=iv: gold_logprob(
                 self.loaded, prompts, golds, [iv], self.cfg.batch_size, desc=f"gold log-prob ({iv.name})")[iv.name])
-            out[iv.name] = np.asarray(got).reshape(len(qs.positions), n)
+            out[iv.name] = np.asarray(got).reshape(len(self.qaset.positions), n)
         return out
+
+    def gold_logprob_fast(self, masks: Mapping[str, object], questions: int | None = None) -> dict[str, np.ndarray]:
+        """As :meth:`gold_logprob` for query masks applied from the question on (fast mode:
+        the context prefilled once, unmasked, shared by every mask), all masks in one cached step."""
+        n, prompts, golds = self.logprob_inputs(questions)
+        variants = {"none": None, **masks}
+        key = self._key("logprob-fast", questions=n, masks={name: mask_digest(m) for name, m in variants.items()})
+        got = cache.cached("logprob", key, lambda: {k: v.tolist() for k, v in fast_gold_logprob(
+            self.loaded, prompts, golds, variants, max(1, self.cfg.batch_size // 3)).items()})
+        return {name: np.asarray(v).reshape(len(self.qaset.positions), n) for name, v in got.items()}
+
+    def cached_correctness(self, mode: str) -> dict[str, np.ndarray] | None:
+        """The correctness of the masks planned in ``mode`` where it is already on disk, else
+        None (never answers: a measure that only reuses it must not cost a sweep)."""
+        names = list(dict.fromkeys(["none", *self.plan.get(mode, [])]))
+        return cache.load("correct", self._key("correct", mode=mode, masks=self._masks_spec(names)), None)
+
+    def activation_stats(self):
+        """Per-pair q and k norms, per-dim |q| and mean, local attention mass
+        (``ropedim.activations``) over the analysis examples' prompts, cached on disk."""
+        if self._activations is None:
+            from ..activations import CODE_VERSION as ACT_CODE, compute_activation_stats
+            items = analysis_items(self.qaset, self.cfg.n_analysis)
+            key = self._key("activations", activations_code=ACT_CODE, items=[list(i) for i in items])
+            self._activations = cache.cached("activations", key, lambda: compute_activation_stats(
+                self.loaded, [self.qaset.prompts[p][i] for p, i in items]))
+        return self._activations
 
     def describe(self) -> dict:
         """The run's configuration, for every record of this model and task."""
