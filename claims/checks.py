@@ -223,7 +223,7 @@ DOSE_DRAWS = 3  # seeded draws of the random pairs
 DOSE_QUESTIONS = 15  # our choice: the first 15 questions (× 3 positions) keep the whole curve (21 masks) within
 #                      CI's budget on a 2-core CPU; the record says how many questions each measure needs
 _DOSE = {"fractions": DOSE_FRACTIONS, "headline": EIGHTH, "draws": DOSE_DRAWS, "questions": DOSE_QUESTIONS,
-         "retrieval_threshold": RETRIEVAL_THRESHOLD, "all_heads_frontier": True, **TABLE2_MODE}
+         "retrieval_threshold": RETRIEVAL_THRESHOLD, "all_heads_frontier": True, "accuracy": True, **TABLE2_MODE}
 for task in TASKS:
     CHECKS += [
         Check("B-dose", f"first-vs-random-{task}", QA(task), "dose_response",
@@ -316,6 +316,8 @@ for task in TASKS:
 HEADS_FRACTION = 0.05  # the issue's largest k (5 % of heads: 14 of smollm2's 270)
 HEADS_DRAWS = 5  # seeded random same-layer draws, averaged (each one pass over the questions)
 HEADS_QUESTIONS = 10  # our choice, CI's budget: 10 questions x 3 positions x 6 passes per form
+# the issue's smaller k, shown beside the verdict (a verdict that differs between k is fragile)
+HEADS_SMALLER = {f"{round(100 * f)}% of heads": {"fraction": f} for f in (0.01, 0.02)}
 for task in TASKS:
     CHECKS += [
         Check("B-heads", f"{form}-{task}", QA(task), "head_masking",
@@ -324,6 +326,31 @@ for task in TASKS:
               Criterion("less", 0.0, "the paper's premise of §5.4: the retrieval heads are the ones long-distance "
                                      "retrieval needs (beyond the paper); 0 is no difference"),
               {"form": form, "fraction": HEADS_FRACTION, "draws": HEADS_DRAWS, "questions": HEADS_QUESTIONS},
-              "< 0 (the retrieval heads matter more)", beyond=True)
+              "< 0 (the retrieval heads matter more)", alternatives=HEADS_SMALLER, beyond=True)
         for form in ("zero", "uniform")
+    ]
+
+# ---------------------------------------------------------------- beyond the paper, issue 19 (§2)
+# Does C5e/C5f's verdict survive the ablation's form? The paper's form (zero, pairs, query) is the
+# primary; the other forms are ``alternatives``: a verdict that differs between forms is fragile.
+# Select them with `-k B-forms` (or `-k beyond`).
+FORMS_QUESTIONS = 10  # our choice, CI's budget: 10 questions x 3 positions x 9 passes (none, 4 forms x 2 masks)
+_FORMS = {"fraction": EIGHTH, "retrieval_threshold": RETRIEVAL_THRESHOLD, "questions": FORMS_QUESTIONS}
+_FORM_ALTS = {f: {"form": f} for f in ("mean-pairs-query", "zero-storage-query", "zero-pairs-query-key")}
+for task in TASKS:
+    CHECKS += [
+        Check("B-forms", f"first-vs-last-{task}", QA(task), "ablation_form",
+              "log p(gold), first eighth of the retrieval heads' dims masked − last eighth masked, nats, mean over "
+              "questions (gold positions averaged); the paper's form (zero, pairs, query)",
+              Criterion("greater", 0.0, "the sign of C5e and C5f together: the first dims cost less than the last "
+                                        "(beyond the paper: the form the paper does not vary)"),
+              {"form": "zero-pairs-query", "contrast": "first-vs-last", **_FORMS}, "> 0 (Table 2's pattern)",
+              alternatives=_FORM_ALTS, beyond=True),
+        Check("B-forms", f"last-{task}", QA(task), "ablation_form",
+              "log p(gold), last eighth of the retrieval heads' dims masked − unmasked, nats, mean over questions "
+              "(gold positions averaged); the paper's form (zero, pairs, query)",
+              Criterion("less", 0.0, "the sign of C5f: masking the last dims is detrimental (beyond the paper: the "
+                                     "form the paper does not vary)"),
+              {"form": "zero-pairs-query", "contrast": "last", **_FORMS}, "< 0 (Table 2's last16, last32)",
+              alternatives=_FORM_ALTS, beyond=True),
     ]

@@ -229,8 +229,9 @@ DOSE_DECISIONS = (
     "Questions needed, log-prob against accuracy: for C5e's contrast at k = D/8 (first eighth masked − "
     "unmasked), the n at which each measure's 95% interval would just exclude 0 at its measured effect "
     "and spread (variance formula, n·(half-width/|effect|)²); accuracy from C5e's cached answers.",
-    "Accuracy curves of the dose-response are not measured (a masked sweep per k and draw costs a decoding "
-    "per prompt and mask); the log-probability needs no decoding.",
+    "Accuracy curves: the same masks and questions answered in the same mode (a decoding per prompt and mask; "
+    "Liu et al.'s first-line scoring), shown beside the log-prob curves; the record gives, from these same "
+    "questions, how many each measure would need to decide C5e's contrast at k = D/8.",
     "Efficiency (descriptive, the figure's last panel and the record's frontier): a masked query dim can be "
     "removed from q and k altogether (ropedim.prune, equal outputs, tests/test_prune.py); per mask, the share "
     "of attention-score multiply-adds and of the K cache it would save (a key dim only where every query head "
@@ -242,7 +243,7 @@ CLAIMS.update({c.id: c for c in [
           "masking the first k dimensions of the retrieval heads costs less than masking k random "
           "dimensions, which costs less than masking the last k",
           "the paper masks 16 or 32 of 128 dims once (Table 2); no random-dims control, no curve",
-          figures=("dose_curve",), decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + DOSE_DECISIONS),
+          figures=("dose_curve", "dose_accuracy"), decisions=QA_DECISIONS + RETRIEVAL_DECISIONS + DOSE_DECISIONS),
 ]})
 CRITICAL_DECISIONS = TOY_DECISIONS + (
     "Prediction: Liu et al. (2023), d_c = 2⌈(d/2)·log_b(T/2π)⌉, the dims (θ order) whose period 2π/θ fits in "
@@ -315,7 +316,8 @@ CLAIMS.update({c.id: c for c in [
 
 # ---------------------------------------------------------------- beyond the paper, issue 19 (§1)
 HEADS_DECISIONS = (
-    "Heads: the top 5% of all heads by the §5.3 retrieval score (ties: lower layer and head first), against "
+    "Heads: the top 5% of all heads by the §5.3 retrieval score (ties: lower layer and head first; the verdict; "
+    "the top 1% and 2% are shown beside it, and a verdict that differs between them is fragile), against "
     "as many random heads drawn from the same layers, the top heads excluded (5 seeded draws, averaged). The "
     "paper's own set (score > 0.5) is reported but not measured where it holds every head of a layer (no "
     "same-layer control exists; so on smollm2).",
@@ -331,4 +333,29 @@ CLAIMS.update({c.id: c for c in [
           "masking the top-k retrieval heads costs more gold log-prob than masking k random heads of the same "
           "layers: the precondition of C5e and C5f (issue 19 §1)",
           figures=("head_masking_fig",), decisions=QA_DECISIONS[:1] + HEADS_DECISIONS),
+]})
+
+# ---------------------------------------------------------------- beyond the paper, issue 19 (§2)
+FORMS_DECISIONS = (
+    "Masks: C5e/C5f's, the first and the last eighth of each retrieval head's dims (score > 0.5; 16 of 128, "
+    "8 of smollm2's 64), whole rotary pairs in θ order (the paper's), at every position.",
+    "Forms (the primary is the paper's: zero, pairs, query only): the masked query dims replaced, before RoPE, "
+    "by their mean over the analysis tokens (Jin et al.); as many coordinates zeroed but by storage index, "
+    "the first/last k (a reader who assumes interleaved pairs; on HF's half split it takes one coordinate of "
+    "twice as many pairs), before RoPE; the paper's pairs zeroed in the query and in the key of the KV head "
+    "each retrieval head reads (for a 0/1 mask this equals the query-only form in the head itself; it differs "
+    "through the other query heads sharing that KV head).",
+    "Measure: the gold answer's teacher-forced log-prob (ropedim.logprob), paired per question, gold "
+    "positions averaged within a question, on the first 10 kept questions at every gold position (our choice: "
+    "CI's budget; 9 passes of 30 prompts); a bootstrap over questions. Accuracy under each form is not "
+    "measured (a decoding per prompt and form); issue 14 measured that the log-prob decides C5e's contrast "
+    "with about half the questions accuracy needs.",
+    "A verdict that differs between forms is marked fragile: the paper does not test its form.",
+)
+CLAIMS.update({c.id: c for c in [
+    Claim("B-forms", "beyond the paper: the ablation's form (robustness of C5e and C5f)",
+          "[§5.4:] we mask the first or last 16/32 dimensions of the query in the retrieval heads [by zeroing].",
+          "C5e/C5f's contrast and C5f's cost, with the dims taken away by zero or mean, by θ-rank pairs or by "
+          "storage index, in the query or in query and key: does the verdict depend on the form? (issue 19 §2)",
+          figures=("ablation_forms_fig",), decisions=QA_DECISIONS[:1] + RETRIEVAL_DECISIONS + FORMS_DECISIONS),
 ]})

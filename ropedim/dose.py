@@ -136,6 +136,10 @@ class DoseResponse(Payload):
     draws: int
     frontier: dict[str, list[list[float]]] = field(default_factory=dict)  # which -> [k][score FLOPs saved share,
     #                                          K-cache saved share, Δ log-prob, low, high] (ropedim.prune.savings)
+    acc_mean: dict[str, list[list[float]]] = field(default_factory=dict)  # which -> [panel][k] Δ accuracy, points
+    acc_low: dict[str, list[list[float]]] = field(default_factory=dict)
+    acc_high: dict[str, list[list[float]]] = field(default_factory=dict)
+    acc_original: list[float] = field(default_factory=list)  # [panel] unmasked accuracy, %
 
 
 PAYLOADS["DoseResponse"] = DoseResponse
@@ -187,14 +191,17 @@ CONTRASTS = {"first-vs-random": ("first", "random"), "random-vs-last": ("random"
 
 @measure(DoseResponse)
 def dose_response(qa, *, contrast: str, fractions: tuple, headline: float, draws: int, retrieval_threshold: float,
-                  mode: str, questions: int | None = None, all_heads_frontier: bool = False, seed: int = 0):
+                  mode: str, questions: int | None = None, all_heads_frontier: bool = False, accuracy: bool = False,
+                  seed: int = 0):
     """Beyond the paper: at the headline fraction of the head (k = D/8, the paper's 16 of
     128), log p(gold) with the ``contrast``'s first mask − with its second ("first-vs-random":
     first k − k random pairs, the mean over ``draws`` draws; "random-vs-last": random − last
     k), averaged over gold positions and questions; paired per question, bootstrap over
     questions. The whole curve (every fraction, per position) is in the record and the
     figure. ``all_heads_frontier``: also the first k of every head (``all-first-{k}``), for
-    the pruning frontier only."""
+    the pruning frontier only. ``accuracy``: also the accuracy curves (a decoding per prompt
+    and mask of the curve, in ``mode``; ``Study.correctness_of``), shown beside the log-prob
+    curves, with the questions each measure needs at the headline k from the same questions."""
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {sorted(CONTRASTS)}, got {contrast!r}")
     if headline not in fractions:
@@ -260,7 +267,75 @@ def dose_response(qa, *, contrast: str, fractions: tuple, headline: float, draws
                                           [k, *row])) for k, row in zip(ks, rows)] for w, rows in frontier.items()}
     fig = DoseResponse(qa.loaded.name, qa.cfg.task, mode, a.head_dim, ks, panels, mean, low, high, n_q, len(heads),
                        draws, frontier)
+    if accuracy:
+        _accuracy_curves(qa, fig, est, {n: m for n, m in masks.items() if not n.startswith("all-")}, mode,
+                         qa.cfg.beyond_questions(questions), ks, draws, (x, y), k0, curves["first"][k0], seed)
     return Measurement(est, fig, mode)
+
+
+def _accuracy_curves(qa, fig: DoseResponse, est, masks, mode, questions, ks, draws, contrast, k0, first_lp, seed):
+    """The accuracy curves of the same masks on the same questions (points), into the
+    figure's payload and the record: per k and which, the change from unmasked; the
+    contrast's accuracy difference at the headline k; and the questions each measure would
+    need to decide C5e's contrast there (first k − unmasked), from these same questions."""
+    acc = qa.correctness_of(masks, mode, questions)  # name -> [positions, questions] 0/1
+    none = 100 * acc["none"]
+    curves = {}
+    for k in ks:
+        curves.setdefault("first", {})[k] = 100 * acc[f"first-{k}"] - none
+        curves.setdefault("last", {})[k] = 100 * acc[f"last-{k}"] - none
+        curves.setdefault("random", {})[k] = 100 * np.mean([acc[f"random{d}-{k}"] for d in range(draws)], 0) - none
+    n_pos = none.shape[0]
+    for which in WHICH:
+        fig.acc_mean[which], fig.acc_low[which], fig.acc_high[which] = [], [], []
+        for p in range(n_pos + 1):
+            es = [_by_question(curves[which][k] if p == n_pos else curves[which][k][p:p + 1], seed) for k in ks]
+            fig.acc_mean[which].append([e.value for e in es])
+            fig.acc_low[which].append([e.low for e in es])
+            fig.acc_high[which].append([e.high for e in es])
+    fig.acc_original = [*none.mean(1).tolist(), float(none.mean())]
+    x, y = contrast
+    c = _by_question(curves[x][k0] - curves[y][k0], seed)
+    first = curves["first"][k0]
+    est.extra.update({
+        "accuracy_mode": mode, "accuracy_original": fig.acc_original,
+        "accuracy_change_by_k": {w: {str(k): float(curves[w][k].mean()) for k in ks} for w in curves},
+        "accuracy_contrast": {"value": c.value, "interval": c.interval, "unit": "points"},
+        "questions_needed_same_questions": {
+            "logprob": questions_needed(first_lp, seed), "accuracy": questions_needed(first, seed),
+            "note": (f"C5e's contrast at k = {k0} (first k masked − unmasked) on the same {first.shape[1]} questions: "
+                     "the n at which each measure's 95% interval would just exclude 0 (variance formula); None "
+                     "where the measured change is 0 (accuracy: no answer changed)")},
+    })
+
+
+@figure(DoseResponse)
+def dose_accuracy(payloads):
+    """Accuracy change against k, first / random / last, per gold position and averaged
+    (the same masks and questions as the log-prob curves)."""
+    f = payloads[0]
+    if not f.acc_mean:
+        fig, ax = _subplots(1, 4.0, 2.0)
+        ax[0].axis("off")
+        ax[0].text(0.5, 0.5, "accuracy curves not measured in this run", ha="center", va="center")
+        return fig
+    fig, axes = _subplots(len(f.panels), 3.8, 3.2, cols=5, sharey=True)
+    for p, (ax, title) in enumerate(zip(axes, f.panels)):
+        for which in WHICH:
+            m = np.asarray(f.acc_mean[which][p])
+            err = np.stack([m - np.asarray(f.acc_low[which][p]), np.asarray(f.acc_high[which][p]) - m])
+            label = f"{which} k" + (f" ({f.draws} draws)" if which == "random" else "")
+            ax.errorbar(f.k, m, yerr=err, capsize=2, lw=1.3, label=label, **STYLE[which])
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(f.k, [str(k) for k in f.k])
+        ax.set_title(f"{title} (unmasked {f.acc_original[p]:.0f}%)", fontsize=9)
+        ax.set_xlabel(f"dims masked per retrieval head (of {f.head_dim})")
+    axes[0].set_ylabel("Δ accuracy, points")
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(f"Dose-response, accuracy: {f.model} ({f.task}, {f.n} questions, {f.mode} mode)",
+                 color=model_colour(f.model))
+    return fig
 
 
 def _frontier(masks, curves, ks, draws, n_kv_heads, seed) -> dict[str, list[list[float]]]:

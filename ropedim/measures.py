@@ -413,3 +413,5 @@ from . import critical as _critical  # noqa: E402,F401  (beyond the paper, issue
 from . import activation_measures  # noqa: E402,F401  (registers its measures and figure kinds)
 # --- beyond the paper, issue 19 (§1): are the retrieval heads the ones that matter ----
 from . import head_ablation  # noqa: E402,F401  (registers head_masking and its figure)
+# --- beyond the paper, issue 19 (§2): the ablation's form ----
+from . import ablation_forms  # noqa: E402,F401  (registers ablation_form and its figure)

@@ -71,6 +71,7 @@ class ClaimRecord:
     alternatives: dict = field(default_factory=dict)  # label -> {value, interval, verdict, reason, extra}: other readings
     readings_passing: list[str] | None = None  # readings that pass the paper's sanity check (Table 1) here
     fragile: bool | None = None  # the verdict differs between readings that pass it
+    precondition_failed: list[str] | None = None  # checks this one rests on that do not hold here (B-heads: C5e/C5f)
     expected: dict | None = None  # the known finding: {"outcomes": [...], "why": ...}
     test_outcome: str = ""  # passed | failed (the finding changed) | error | skipped
     run_at: str = ""

@@ -32,7 +32,7 @@ import jinja2
 from . import figures
 from .cache import atomic_write, lock_for
 from .record import SCHEMA, ClaimRecord
-from .robustness import annotate, task_of
+from .robustness import annotate, eq4_readings, task_of
 from .verdict import Criterion
 
 __all__ = ["write", "render", "rebuild", "merge", "load", "view", "main"]
@@ -207,6 +207,7 @@ class Cell:
     title: str = ""
     changed: bool = False  # a check's known finding changed (its test failed)
     fragile: bool = False  # a check's verdict differs between readings Table 1 does not refute
+    blocked: bool = False  # a check it rests on does not hold here (B-heads for C5e/C5f)
 
     def __post_init__(self):
         vs = [r.verdict for r in self.records]
@@ -220,6 +221,7 @@ class Cell:
         self.title = "; ".join(f"{r.check}: {r.verdict} {fmt_value(r)}" for r in self.records)
         self.changed = any(r.test_outcome == "failed" for r in self.records)
         self.fragile = any(r.fragile for r in self.records)
+        self.blocked = any(r.precondition_failed for r in self.records)
 
 
 @dataclass
@@ -327,12 +329,21 @@ def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: 
             s.readings.append({"test": r.test_id, "reading": label, "value": fmt_value(a),
                                "verdict": ICON.get(a["verdict"], a["verdict"]), "reason": a.get("reason", ""),
                                "passes": r.readings_passing is not None and label in r.readings_passing})
-        if r.fragile:
+        if r.alternatives and not eq4_readings(r) and r.verdict not in ("error", "skipped"):
+            s.notes.append(f"{r.test_id}: " + (
+                "fragile, the verdict differs between the alternatives shown (" if r.fragile else
+                "the same verdict under every alternative shown (") + f"{', '.join(r.alternatives)}; no sanity check "
+                "of the paper judges them, so each counts).")
+        elif r.fragile:
             s.notes.append(f"{r.test_id}: fragile, the verdict differs between readings that pass the paper's "
                            f"sanity check (Table 1) here, i.e. that it does not refute: {', '.join(r.readings_passing)}.")
         elif r.readings_passing is not None:
             s.notes.append(f"{r.test_id}: the same verdict under every reading that Table 1 does not refute here "
                            f"({', '.join(r.readings_passing) or 'none does'}).")
+        if r.precondition_failed:
+            s.notes.append(f"{r.test_id}: precondition failed: {', '.join(r.precondition_failed)} is not supported "
+                           "here (the retrieval heads cost no more than random heads of their layers), so masking "
+                           "their dims says nothing specific to long-distance retrieval on this model and task.")
         c = r.config
         if "n_kept" in c and (line := (
                 f"{r.model} on {c['task']}: data {c['data']}; {c['n_kept']} questions kept at each of the "

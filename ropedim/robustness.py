@@ -13,12 +13,15 @@ verdicts fragile, never fewer: the cautious side for a refutation.
 from __future__ import annotations
 
 from .record import ClaimRecord
-from .utility import PRIMARY
+from .utility import PRIMARY, READINGS
 from .verdict import NOT_SUPPORTED
 
-__all__ = ["sanity", "annotate", "task_of"]
+__all__ = ["sanity", "annotate", "task_of", "PRECONDITIONS"]
 
 SANITY_CLAIM = "C5c"  # Table 1
+# claim -> the check (claim id) it rests on (issue 19 §1): C5e/C5f mask dims of the retrieval heads,
+# which says something about retrieval only where those heads matter more than random ones
+PRECONDITIONS = {"C5e": "B-heads", "C5f": "B-heads"}
 
 
 def task_of(r: ClaimRecord) -> str | None:
@@ -37,10 +40,22 @@ def sanity(records: list[ClaimRecord]) -> dict[tuple[str, str], dict[str, str]]:
     return out
 
 
+def eq4_readings(r: ClaimRecord) -> bool:
+    """Whether a record's alternatives are readings of Eq. 4 (judged by Table 1); other
+    alternatives (an ablation's form, issue 19 §2; how many heads B-heads masks) are open choices no sanity check of the
+    paper judges: every one of them counts."""
+    return any(label in READINGS for label in r.alternatives)
+
+
 def annotate(records: list[ClaimRecord]) -> None:
-    """Set ``readings_passing`` and ``fragile`` on every record that has readings."""
+    """Set ``readings_passing`` and ``fragile`` on every record that has readings; a record
+    whose alternatives are not Eq. 4's readings is fragile where any two verdicts differ."""
     checks = sanity(records)
     for r in records:
+        if r.alternatives and not eq4_readings(r) and r.verdict not in ("error", "skipped"):
+            verdicts = {r.verdict, *(a["verdict"] for a in r.alternatives.values() if a["verdict"] != "skipped")}
+            r.fragile = len(verdicts) > 1
+            continue
         passing = checks.get((r.model, task_of(r)))
         if passing is None or not r.alternatives or r.verdict in ("error", "skipped"):
             continue
@@ -48,3 +63,15 @@ def annotate(records: list[ClaimRecord]) -> None:
         r.readings_passing = ok
         verdicts = {PRIMARY: r.verdict, **{k: a["verdict"] for k, a in r.alternatives.items()}}
         r.fragile = len({verdicts[k] for k in ok if k in verdicts}) > 1
+    link_preconditions(records)
+
+
+def link_preconditions(records: list[ClaimRecord]) -> None:
+    """Set ``precondition_failed`` on each record of a claim in :data:`PRECONDITIONS` to the
+    test ids of the checks it rests on that are "not supported" on the same model and task
+    (None where every one holds or none was run)."""
+    for r in records:
+        if r.claim in PRECONDITIONS:
+            failing = [b.test_id for b in records if b.claim == PRECONDITIONS[r.claim] and b.model == r.model
+                       and task_of(b) == task_of(r) and b.verdict == NOT_SUPPORTED]
+            r.precondition_failed = failing or None

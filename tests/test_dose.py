@@ -14,7 +14,7 @@ from ropedim import models
 from ropedim.dose import dose_masks, questions_needed, random_pairs_mask
 from ropedim.logprob import fast_gold_logprob
 from ropedim.hooks import masked
-from ropedim.logprob import NONE, answer_ids, gold_logprob
+from ropedim.logprob import NONE, Intervention, answer_ids, gold_logprob
 from ropedim.measures import MEASURES
 from ropedim.prompts import build_prompts, encode
 from ropedim.qa.analysis import HeadScores
@@ -115,6 +115,16 @@ class PlantedLogprob:
     def cached_correctness(self, mode):
         return None  # no C5e answers: the record says there is no accuracy comparison
 
+    def correctness_of(self, masks, mode, questions=None):
+        """Planted answers: a question stays right under a mask unless its planted cost,
+        scaled, beats a per-question draw."""
+        lp = self.gold_logprob([Intervention.query_mask(n, m) for n, m in masks.items()], questions)
+        rng = np.random.default_rng(2)
+        bar = rng.uniform(0, 2, lp["none"].shape)
+        out = {"none": (rng.uniform(0, 1, lp["none"].shape) < 0.8).astype(float)}
+        out.update({n: out["none"] * ((lp["none"] - v) < bar) for n, v in lp.items() if n != "none"})
+        return out
+
     def gold_logprob(self, interventions, questions=None):
         a = self.loaded.anatomy
         rng = np.random.default_rng(1)
@@ -167,6 +177,10 @@ def test_dose_claims_hold_where_the_last_dims_matter(planted_loaded):
         m = _run(check, qa)
         assert judge(m.estimate, check.criterion).outcome == SUPPORTED, check.key
         assert m.figure.k and set(m.figure.mean) == {"first", "random", "last"}
+        acc = m.figure.acc_mean  # the accuracy curves of the same masks
+        assert set(acc) == {"first", "random", "last"} and len(acc["first"]) == len(m.figure.panels)
+        assert acc["last"][-1][0] < acc["random"][-1][0] < acc["first"][-1][0] <= 0  # at k = D/16, averaged
+        assert m.estimate.extra["questions_needed_same_questions"]["logprob"] is not None
 
 
 def test_first_vs_random_fails_where_the_first_dims_matter(planted_loaded):

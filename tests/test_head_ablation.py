@@ -175,3 +175,23 @@ def test_b_heads_fails_when_the_retrieval_score_marks_random_heads(form):
     assert judge(m.estimate, check.criterion).outcome == SUPPORTED
     assert m.figure.form == form and set(m.figure.change) == {"top14", *(f"random14-{d}" for d in range(5))}
     assert len(m.figure.change["top14"]) == 3
+
+
+def test_c5e_and_c5f_are_marked_precondition_failed_where_b_heads_does_not_hold():
+    """Issue 19 §1: where the retrieval heads cost no more than random heads, the report
+    marks C5e/C5f on that model and task (not elsewhere), naming the B-heads row."""
+    from ropedim.record import ClaimRecord
+    from ropedim.report import Cell
+    from ropedim.robustness import annotate
+
+    def rec(claim, model, task, verdict, variant="x"):
+        return ClaimRecord(test_id=f"{claim}-{model}-{variant}-{task}", claim=claim, check=f"{claim}-{variant}",
+                           model=model, verdict=verdict, reason="", paper_value="", subject={"task": task})
+    rows = [rec("B-heads", "m", "nq", "not supported", "zero"), rec("B-heads", "m", "synthetic", "supported", "zero"),
+            rec("C5e", "m", "nq", "supported"), rec("C5f", "m", "nq", "inconclusive"),
+            rec("C5e", "m", "synthetic", "supported"), rec("C5e", "other", "nq", "supported"),
+            rec("C5d", "m", "nq", "supported")]
+    annotate(rows)
+    assert rows[2].precondition_failed == ["B-heads-m-zero-nq"] == rows[3].precondition_failed
+    assert all(r.precondition_failed is None for r in rows[4:])
+    assert Cell(rows[2:4]).blocked and not Cell(rows[4:5]).blocked
