@@ -196,3 +196,47 @@ FINDINGS.update({
     **{(f"{c}-synthetic", "gemma3", "default"): Finding(INC, _GEMMA_MODE)
        for c in ("C5e-first16", "C5e-first32", "C5f-last16", "C5f-last32", "C5f-last16-position")},
 })
+
+
+# NQ-open (the paper's task), default profile (30 questions; 24 kept for smollm2 after the length audit,
+# 12 analysis questions × 3 positions), Eq. 4 under the literal reading; recorded from `pytest claims
+# --model smollm2 --task nq` and `--model gemma3 --task nq` (issue 11).
+FINDINGS.update({
+    ("C5c-nq", "smollm2", "default"): Finding(
+        INC, "underpowered: masking u < 0.5 moves accuracy by about +4 points, but 24 questions cannot bound the "
+             "change within Table 1's -3 points; the mean-over-rows reading is refuted (-29 points), the others "
+             "are undecided"),
+    ("C5d-first16-nq", "smollm2", "default"): Finding(
+        INC, "underpowered over 30 layers: ρ is negative, as the paper says; fragile: the qa-sum reading, which "
+             "Table 1 does not refute here, supports it"),
+    ("C5d-last16-nq", "smollm2", "default"): Finding(
+        INC, "underpowered over 30 layers; fragile: the qa-sum reading, which Table 1 does not refute here, says "
+             "'not supported' (ρ < 0), so no refutation is recorded"),
+    ("C-Fig4-first16-nq", "smollm2", "default"): Finding(
+        INC, "underpowered: the pooled ρ is near 0 under every reading Table 1 does not refute"),
+    ("C-Fig4-last16-nq", "smollm2", "default"): Finding(
+        NS, "the pooled ρ(W_q L1, u of the last 16) is slightly negative (-0.06, interval just below 0) under "
+            "every reading Table 1 does not refute here (literal, qa-sum, post-RoPE; qa-mean is refuted by C5c); "
+            "on the synthetic task the same check is fragile. A weak effect near 0 on 30 layers"),
+    **{(f"{c}-nq", "smollm2", "default"): Finding(INC, _MODE)
+       for c in ("C5e-first16", "C5e-first32", "C5f-last16", "C5f-last32", "C5f-last16-position")},
+    ("C5c-nq", "gemma3", "default"): Finding(
+        INC, "precondition: the mask (u < 0.5) changed no answer, so the run cannot show that it acts"),
+    ("C5d-first16-nq", "gemma3", "default"): Finding(
+        INC, "underpowered over 18 layers: ρ is negative, as the paper says, under every reading"),
+    ("C-Fig4-last16-nq", "gemma3", "default"): Finding(
+        INC, "underpowered over 18 layers: the pooled ρ is near 0 with a wide interval under every reading"),
+    **{(f"{c}-nq", "gemma3", "default"): Finding(INC, _GEMMA_MODE)
+       for c in ("C5e-first16", "C5e-first32", "C5f-last16", "C5f-last32", "C5f-last16-position")},
+})
+
+# beyond the paper, issue 19 (§2): the ablation's form, SmolLM2-135M, synthetic, default profile (10 questions)
+FINDINGS.update({
+    ("B-forms-first-vs-last-synthetic", "smollm2", "default"): Finding(
+        INC, "beyond the paper: under the paper's form (zero, pairs, query) the first and last eighth cost about "
+             "the same over 10 questions; fragile: mean replacement and the storage-index form support the "
+             "contrast, query+key does not decide it. The verdict depends on the ablation's form"),
+    ("B-forms-last-synthetic", "smollm2", "default"): Finding(
+        INC, "beyond the paper: zeroing the last eighth in the query alone barely moves the gold log-prob over 10 "
+             "questions; fragile: the mean, storage-index and query+key forms all find it costly"),
+})

@@ -221,3 +221,11 @@ def test_a_study_gives_both_modes_cached(tmp_path, monkeypatch):
     assert not np.allclose(fast["last-8"], faithful["last-8"])  # the context is masked only in faithful mode
     assert len(list((tmp_path / "cache" / "logprob").glob("*"))) >= 2
     np.testing.assert_array_equal(dose_logprobs(study, masks, "fast")["last-8"], fast["last-8"])  # cached
+
+
+def test_study_implements_every_method_of_the_qarun_protocol():
+    """The measures read a QA run through ``QARun``; test doubles implement it, so the real
+    Study must too (a method written into the Protocol alone passed every double)."""
+    from ropedim.qa.study import QARun, Study
+    wanted = {n for n, v in vars(QARun).items() if callable(v) and not n.startswith("_")}
+    assert wanted and wanted <= {n for n in vars(Study) if callable(getattr(Study, n))}

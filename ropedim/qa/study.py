@@ -60,22 +60,6 @@ class QARun(Protocol):
     def gold_logprob_fast(self, masks, questions: int | None = None) -> dict[str, np.ndarray]: ...
     # the same for query masks from the question on
 
-    def correctness_of(self, masks: Mapping[str, object], mode: str, questions: int | None = None
-                       ) -> dict[str, np.ndarray]:
-        """{name: 0/1 [positions, questions]} under query masks given as tensors (not the
-        plan's named masks: the dose-response's curve), and unmasked ("none"), answered in
-        ``mode`` on the first ``questions`` kept questions; one cached step keyed by the
-        masks' digests (the answers themselves are cached per prompt and mask, so workers
-        split them)."""
-        n, _, _ = self.logprob_inputs(questions)
-        variants = {"none": None, **masks}
-        key = self._key("correct-masks", mode=mode, questions=n,
-                        masks={name: mask_digest(m) for name, m in variants.items()})
-        got = cache.cached("correct", key, lambda: {k: v.tolist() for k, v in correctness(
-            answer(self.loaded, self.qaset, variants, mode, n), self.qaset).items()},
-            unlocked=lambda: answer(self.loaded, self.qaset, variants, mode, n))
-        return {name: np.asarray(v, float) for name, v in got.items()}
-
     def cached_correctness(self, mode: str) -> dict[str, np.ndarray] | None: ...  # correctness(mode) if on disk
 
     def correctness_of(self, masks, mode: str, questions: int | None = None) -> dict[str, np.ndarray]: ...
@@ -198,6 +182,22 @@ class Study:
         got = cache.cached("logprob", key, lambda: {k: v.tolist() for k, v in fast_gold_logprob(
             self.loaded, prompts, golds, variants, max(1, self.cfg.batch_size // 3)).items()})
         return {name: np.asarray(v).reshape(len(self.qaset.positions), n) for name, v in got.items()}
+
+    def correctness_of(self, masks: Mapping[str, object], mode: str, questions: int | None = None
+                       ) -> dict[str, np.ndarray]:
+        """{name: 0/1 [positions, questions]} under query masks given as tensors (not the
+        plan's named masks: the dose-response's curve), and unmasked ("none"), answered in
+        ``mode`` on the first ``questions`` kept questions; one cached step keyed by the
+        masks' digests (the answers themselves are cached per prompt and mask, so workers
+        split them)."""
+        n, _, _ = self.logprob_inputs(questions)
+        variants = {"none": None, **masks}
+        key = self._key("correct-masks", mode=mode, questions=n,
+                        masks={name: mask_digest(m) for name, m in variants.items()})
+        got = cache.cached("correct", key, lambda: {k: v.tolist() for k, v in correctness(
+            answer(self.loaded, self.qaset, variants, mode, n), self.qaset).items()},
+            unlocked=lambda: answer(self.loaded, self.qaset, variants, mode, n))
+        return {name: np.asarray(v, float) for name, v in got.items()}
 
     def cached_correctness(self, mode: str) -> dict[str, np.ndarray] | None:
         """The correctness of the masks planned in ``mode`` where it is already on disk, else
