@@ -147,24 +147,29 @@ STYLE = {"first": dict(color="tab:blue", marker="o"), "random": dict(color="tab:
          "last": dict(color="tab:red", marker="^"), "all-first": dict(color="black", marker="x", ls=":")}
 
 
-@figure(DoseResponse)
-def dose_curve(payloads):
-    """Log-prob change against k, three curves, one panel per gold position and the average."""
-    f = payloads[0]
-    fig, axes = _subplots(len(f.panels) + bool(f.frontier), 3.8, 3.2, cols=5, sharey=True)
-    for p, (ax, title) in enumerate(zip(axes, f.panels)):
+def _curves(axes, f: DoseResponse, mean, low, high, titles: list[dict], ylabel: str) -> None:
+    """One panel per gold position (and the average): first / random / last against k."""
+    for p, (ax, title) in enumerate(zip(axes, titles)):
         for which in WHICH:
-            m = np.asarray(f.mean[which][p])
-            err = np.stack([m - np.asarray(f.low[which][p]), np.asarray(f.high[which][p]) - m])
+            m = np.asarray(mean[which][p])
+            err = np.stack([m - np.asarray(low[which][p]), np.asarray(high[which][p]) - m])
             label = f"{which} k" + (f" ({f.draws} draws)" if which == "random" else "")
             ax.errorbar(f.k, m, yerr=err, capsize=2, lw=1.3, label=label, **STYLE[which])
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xscale("log", base=2)
         ax.set_xticks(f.k, [str(k) for k in f.k])
-        ax.set_title(title)
+        ax.set_title(**title)
         ax.set_xlabel(f"dims masked per retrieval head (of {f.head_dim})")
-    axes[0].set_ylabel("Δ log p(gold answer), nats")
+    axes[0].set_ylabel(ylabel)
     axes[0].legend(frameon=False, fontsize=8)
+
+
+@figure(DoseResponse)
+def dose_curve(payloads):
+    """Log-prob change against k, three curves, one panel per gold position and the average."""
+    f = payloads[0]
+    fig, axes = _subplots(len(f.panels) + bool(f.frontier), 3.8, 3.2, cols=5, sharey=True)
+    _curves(axes, f, f.mean, f.low, f.high, [dict(label=t) for t in f.panels], "Δ log p(gold answer), nats")
     if f.frontier:
         ax = axes[-1]
         for which in [w for w in (*WHICH, "all-first") if w in f.frontier]:
@@ -320,19 +325,9 @@ def dose_accuracy(payloads):
         ax[0].text(0.5, 0.5, "accuracy curves not measured in this run", ha="center", va="center")
         return fig
     fig, axes = _subplots(len(f.panels), 3.8, 3.2, cols=5, sharey=True)
-    for p, (ax, title) in enumerate(zip(axes, f.panels)):
-        for which in WHICH:
-            m = np.asarray(f.acc_mean[which][p])
-            err = np.stack([m - np.asarray(f.acc_low[which][p]), np.asarray(f.acc_high[which][p]) - m])
-            label = f"{which} k" + (f" ({f.draws} draws)" if which == "random" else "")
-            ax.errorbar(f.k, m, yerr=err, capsize=2, lw=1.3, label=label, **STYLE[which])
-        ax.axhline(0, color="black", lw=0.6)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(f.k, [str(k) for k in f.k])
-        ax.set_title(f"{title} (unmasked {f.acc_original[p]:.0f}%)", fontsize=9)
-        ax.set_xlabel(f"dims masked per retrieval head (of {f.head_dim})")
-    axes[0].set_ylabel("Δ accuracy, points")
-    axes[0].legend(frameon=False, fontsize=8)
+    _curves(axes, f, f.acc_mean, f.acc_low, f.acc_high,
+            [dict(label=f"{t} (unmasked {a:.0f}%)", fontsize=9) for t, a in zip(f.panels, f.acc_original)],
+            "Δ accuracy, points")
     fig.suptitle(f"Dose-response, accuracy: {f.model} ({f.task}, {f.n} questions, {f.mode} mode)",
                  color=model_colour(f.model))
     return fig
