@@ -31,10 +31,9 @@ import torch
 
 from . import figures as F
 from . import stats
-from .anatomy import attention_modules, q_pre_module
 from .figures import Payload, figure, model_colour
 from .generation import mask_digest
-from .hooks import BeforeRoPE
+from .hooks import BeforeRoPE, masked, replaced_before_rope
 from .logprob import Intervention
 from .measures import Measurement, measure
 from .qa.masks import RetrievalHeadDims
@@ -84,52 +83,18 @@ def key_mask(query_mask: torch.Tensor, group: torch.Tensor, n_kv: int) -> torch.
     return out
 
 
-def _pre_rope_hook(mask: torch.Tensor, fill: torch.Tensor, n: int):
-    """A forward hook on a q/k pre-RoPE module: ``out * mask + (1 − mask) * fill`` per head
-    ([n, Dh] each), for outputs [B, S, n·Dh] or [B, n, S, Dh]."""
-    def hook(mod, args, out):
-        m = mask.to(out.device, out.dtype)
-        f = fill.to(out.device, out.dtype)
-        if out.dim() == 3:
-            return out * m.flatten() + (1 - m.flatten()) * f.flatten()
-        return out * m[None, :, None, :] + (1 - m[None, :, None, :]) * f[None, :, None, :]
-    return hook
-
-
-def _k_pre_module(attn):
-    for name in ("k_norm", "k_layernorm"):
-        if isinstance(getattr(attn, name, None), torch.nn.Module):
-            return getattr(attn, name)
-    return attn.k_proj
-
-
-@contextmanager
-def _forward_hooks(model, modules_of, masks: torch.Tensor, fills: torch.Tensor):
-    """Per layer with a mask that keeps less than everything, a forward hook (removed on exit)."""
-    handles = []
-    try:
-        for i, attn in enumerate(attention_modules(model)):
-            if bool((masks[i] == 1).all()):
-                continue
-            handles.append(modules_of(attn).register_forward_hook(_pre_rope_hook(masks[i], fills[i], masks.shape[1])))
-        yield
-    finally:
-        for hd in handles:
-            hd.remove()
-
-
 def mean_replaced(name: str, mask: torch.Tensor, means: torch.Tensor) -> Intervention:
     """The query's dims where ``mask`` [L, H, Dh] is 0 replaced, before RoPE, by ``means``
     [L, H, Dh] (storage order) at every position."""
     mask, means = mask.float().cpu(), means.float().cpu()
     return Intervention(name, {"kind": "mean-replace-query-dims", "mask": mask_digest(mask),
                                "values": mask_digest(means)},
-                        lambda model: _forward_hooks(model, q_pre_module, mask, means))
+                        lambda model: replaced_before_rope(model, "q", mask, means))
 
 
 def zero_keys(model, kmask: torch.Tensor):
     """The key's dims where ``kmask`` [L, KVH, Dh] is 0 zeroed before RoPE, every position."""
-    return _forward_hooks(model, _k_pre_module, kmask, torch.zeros_like(kmask))
+    return replaced_before_rope(model, "k", kmask, torch.zeros_like(kmask))
 
 
 def form_intervention(name: str, form: str, pairs: torch.Tensor, which: str, anatomy, means=None) -> Intervention:
@@ -145,7 +110,6 @@ def form_intervention(name: str, form: str, pairs: torch.Tensor, which: str, ana
             raise ValueError("the mean form needs the query's mean per dim (ActivationStats.q_mean)")
         return mean_replaced(name, pairs, means)
     if form == "zero-pairs-query-key":
-        from .hooks import masked
         km = key_mask(pairs, anatomy.group, anatomy.n_kv_heads)
 
         @contextmanager

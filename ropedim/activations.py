@@ -23,16 +23,15 @@ outliers in most models; our choice). Only these reductions are cached, never ac
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from . import cache
 from . import prompts as P
-from .anatomy import attention_modules, q_pre_module
+from .anatomy import mask_shape
 from .generation import mask_digest
-from .hooks import capture
+from .hooks import capture, replaced_before_rope
 from .logprob import Intervention
 from .progress import progress
 from .retrieval import attention_rows
@@ -107,31 +106,13 @@ def compute_activation_stats(loaded, prompts) -> ActivationStats:
 def replace_query_dims(name: str, dims: torch.Tensor, values: torch.Tensor) -> Intervention:
     """Per head, the pre-RoPE query dim ``dims[l, h]`` (storage index) replaced by
     ``values[l, h]`` at every position (Jin et al.'s mean ablation when the values are the
-    dims' means over tokens). A forward hook on the module whose output is the query
-    before RoPE (q norm if any, else q_proj); removed on exit, also on error."""
+    dims' means over tokens), by ``hooks.replaced_before_rope``; removed on exit, also on error."""
     dims, values = dims.long().cpu(), values.float().cpu()
 
-    @contextmanager
     def enter(model):
-        handles = []
-        try:
-            for i, attn in enumerate(attention_modules(model)):
-                dh, h = attn.head_dim, dims.shape[1]
-                idx, val = dims[i], values[i]
-
-                def hook(mod, args, out, idx=idx, val=val, dh=dh, h=h):
-                    out = out.clone()
-                    v = val.to(out.device, out.dtype)
-                    if out.dim() == 3:  # [B, S, H*Dh]
-                        out[..., torch.arange(h) * dh + idx] = v
-                    else:  # [B, H, S, Dh]
-                        for hh in range(h):
-                            out[:, hh, :, int(idx[hh])] = v[hh]
-                    return out
-                handles.append(q_pre_module(attn).register_forward_hook(hook))
-            yield
-        finally:
-            for hd in handles:
-                hd.remove()
+        shape = mask_shape(model)
+        mask = torch.ones(shape).scatter_(2, dims[..., None], 0.0)
+        fill = torch.zeros(shape).scatter_(2, dims[..., None], values[..., None])
+        return replaced_before_rope(model, "q", mask, fill)
 
     return Intervention(name, {"kind": "replace-query-dims", "dims": mask_digest(dims), "values": mask_digest(values)}, enter)

@@ -15,7 +15,7 @@ from torch import nn
 
 from .rope import theta_rank_of_storage
 
-__all__ = ["Anatomy", "anatomy_of", "attention_modules", "rotary_module", "q_pre_module"]
+__all__ = ["Anatomy", "anatomy_of", "attention_modules", "rotary_module", "q_pre_module", "k_pre_module"]
 
 
 @dataclass
@@ -76,6 +76,14 @@ def q_pre_module(attn: nn.Module) -> nn.Module:
         if isinstance(getattr(attn, name, None), nn.Module):
             return getattr(attn, name)
     return attn.q_proj
+
+
+def k_pre_module(attn: nn.Module) -> nn.Module:
+    """The module whose output is the key just before RoPE (k norm if any, else k_proj)."""
+    for name in ("k_norm", "k_layernorm"):
+        if isinstance(getattr(attn, name, None), nn.Module):
+            return getattr(attn, name)
+    return attn.k_proj
 
 
 def _q_norm_scale(attn: nn.Module, n_heads: int, head_dim: int) -> torch.Tensor | None:

@@ -29,12 +29,13 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from .anatomy import Anatomy, anatomy_of, attention_configs, attention_modules, mask_shape, q_pre_module
+from .anatomy import (Anatomy, anatomy_of, attention_configs, attention_modules, k_pre_module, mask_shape,
+                      q_pre_module)
 from .capture import Capture, LayerCapture
 from .devices import input_device
 from .rope import pair_partner, rotate_storage, storage_cos_sin
 
-__all__ = ["routed", "capture", "masked", "kernel", "BeforeRoPE"]
+__all__ = ["routed", "capture", "masked", "kernel", "BeforeRoPE", "replaced_before_rope"]
 
 _PREFIX = "ropedim_"
 
@@ -287,3 +288,34 @@ def _query_mask(m, per_row, variant_of_row, from_position, rotate):
             return out
         return torch.where((_positions(kw, query, key) >= from_position)[:, None, :, None], out, query)
     return pre
+
+
+# ---------------------------------------------------------------- replacing dims before RoPE
+
+@contextmanager
+def replaced_before_rope(model: nn.Module, role: str, mask: torch.Tensor, fill: torch.Tensor) -> Iterator[None]:
+    """The query (``role`` "q": [L, H, Dh]) or key ("k": [L, KVH, Dh]) before RoPE, after
+    any q/k norm, set to ``out * mask + (1 − mask) * fill`` per head at every position: a
+    0/1 mask with ``fill`` 0 zeroes dims, with the dims' means it is a mean ablation. A
+    forward hook on the module that outputs it (outputs [B, S, n·Dh] or [B, n, S, Dh]) in
+    each layer whose mask keeps less than everything; removed on exit, also on error."""
+    pre = {"q": q_pre_module, "k": k_pre_module}[role]
+    mask, fill = mask.float().cpu(), fill.float().cpu()
+
+    def hook_of(m, f):
+        def hook(mod, args, out):
+            mm, ff = m.to(out.device, out.dtype), f.to(out.device, out.dtype)
+            if out.dim() == 3:
+                return out * mm.flatten() + (1 - mm.flatten()) * ff.flatten()
+            return out * mm[None, :, None, :] + (1 - mm[None, :, None, :]) * ff[None, :, None, :]
+        return hook
+
+    handles = []
+    try:
+        for i, attn in enumerate(attention_modules(model)):
+            if not bool((mask[i] == 1).all()):
+                handles.append(pre(attn).register_forward_hook(hook_of(mask[i], fill[i])))
+        yield
+    finally:
+        for hd in handles:
+            hd.remove()

@@ -32,7 +32,7 @@ import jinja2
 from . import figures
 from .cache import atomic_write, lock_for
 from .record import SCHEMA, ClaimRecord
-from .robustness import annotate, eq4_readings, task_of
+from .robustness import annotate, other_alternatives, task_of
 from .verdict import Criterion
 
 __all__ = ["write", "render", "rebuild", "merge", "load", "view", "main"]
@@ -329,7 +329,7 @@ def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: 
             s.readings.append({"test": r.test_id, "reading": label, "value": fmt_value(a),
                                "verdict": ICON.get(a["verdict"], a["verdict"]), "reason": a.get("reason", ""),
                                "passes": r.readings_passing is not None and label in r.readings_passing})
-        if r.alternatives and not eq4_readings(r) and r.verdict not in ("error", "skipped"):
+        if other_alternatives(r):
             s.notes.append(f"{r.test_id}: " + (
                 "fragile, the verdict differs between the alternatives shown (" if r.fragile else
                 "the same verdict under every alternative shown (") + f"{', '.join(r.alternatives)}; no sanity check "

@@ -40,11 +40,12 @@ def sanity(records: list[ClaimRecord]) -> dict[tuple[str, str], dict[str, str]]:
     return out
 
 
-def eq4_readings(r: ClaimRecord) -> bool:
-    """Whether a record's alternatives are readings of Eq. 4 (judged by Table 1); other
-    alternatives (an ablation's form, issue 19 §2; how many heads B-heads masks) are open choices no sanity check of the
-    paper judges: every one of them counts."""
-    return any(label in READINGS for label in r.alternatives)
+def other_alternatives(r: ClaimRecord) -> bool:
+    """Whether a judged record has alternatives that are not readings of Eq. 4 (an
+    ablation's form, issue 19 §2; how many heads B-heads masks): open choices no sanity
+    check of the paper judges, so every one of them counts for fragility."""
+    return (bool(r.alternatives) and not any(label in READINGS for label in r.alternatives)
+            and r.verdict not in ("error", "skipped"))
 
 
 def annotate(records: list[ClaimRecord]) -> None:
@@ -52,7 +53,7 @@ def annotate(records: list[ClaimRecord]) -> None:
     whose alternatives are not Eq. 4's readings is fragile where any two verdicts differ."""
     checks = sanity(records)
     for r in records:
-        if r.alternatives and not eq4_readings(r) and r.verdict not in ("error", "skipped"):
+        if other_alternatives(r):
             verdicts = {r.verdict, *(a["verdict"] for a in r.alternatives.values() if a["verdict"] != "skipped")}
             r.fragile = len(verdicts) > 1
             continue

@@ -149,11 +149,15 @@ class Study:
         return out
 
     # beyond the paper: the gold answer's teacher-forced log-probability, activation statistics
+    def _n_questions(self, questions: int | None) -> int:
+        """The first ``questions`` kept questions (all: None), as a count."""
+        kept = len(self.qaset.audit.kept)
+        return kept if questions is None else min(questions, kept)
+
     def logprob_inputs(self, questions: int | None = None) -> tuple[int, list, list[str]]:
         """(n, prompts, first gold answers) of the first ``questions`` kept questions (all by
         default) at every gold position, position by position."""
-        qs = self.qaset
-        n = len(qs.audit.kept) if questions is None else min(questions, len(qs.audit.kept))
+        qs, n = self.qaset, self._n_questions(questions)
         prompts = [p for pos in qs.positions for p in qs.kept_prompts(pos)[:n]]
         golds = [g[0] for pos in qs.positions for g in qs.golds(pos)[:n]]
         return n, prompts, golds
@@ -190,7 +194,7 @@ class Study:
         ``mode`` on the first ``questions`` kept questions; one cached step keyed by the
         masks' digests (the answers themselves are cached per prompt and mask, so workers
         split them)."""
-        n, _, _ = self.logprob_inputs(questions)
+        n = self._n_questions(questions)
         variants = {"none": None, **masks}
         key = self._key("correct-masks", mode=mode, questions=n,
                         masks={name: mask_digest(m) for name, m in variants.items()})
