@@ -105,12 +105,16 @@ def gold_logprob(loaded, prompts: Sequence[Prompt], answers: Sequence[str],
                     for r, i in enumerate(b):
                         s = seqs[i][0]
                         ids[r, :len(s)], att[r, :len(s)] = torch.tensor(s), 1
-                    logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits.float()
-                    logp = logits.log_softmax(-1)
+                    # logits only from the earliest answer-predicting position on (the vocabulary
+                    # projection and its softmax dominate a small model with a large vocabulary)
+                    keep = T - (min(seqs[i][1] for i in b) - 1)
+                    logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev), logits_to_keep=keep).logits
+                    logp = logits.float().log_softmax(-1)  # [B, keep, vocab]: position t at t - (T - keep)
                     for r, i in enumerate(b):
                         s, a0 = seqs[i]
                         tgt = torch.tensor(s[a0:], device=logp.device)
-                        out[iv.name][i] = float(logp[r, a0 - 1:len(s) - 1].gather(-1, tgt[:, None]).sum())
+                        lo = a0 - 1 - (T - keep)
+                        out[iv.name][i] = float(logp[r, lo:lo + len(tgt)].gather(-1, tgt[:, None]).sum())
                     bar.update()
     bar.close()
     return out
