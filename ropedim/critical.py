@@ -108,9 +108,28 @@ def _entry(dim, b, t, runs) -> dict:
             "seeds": [r.seed for r in runs], "final_train_loss": [float(r.train_loss[-1]) for r in runs]}
 
 
-def critical_statistic(entries: dict, statistic: str, dim: int) -> stats.Estimate:
-    """Per seed, over the grid: the OLS slope of measured on predicted ("slope") or the mean
-    absolute error as a share of the head ("mae": coordinates / d); t interval over seeds."""
+def untrained(entries: dict, max_loss: float | None) -> dict:
+    """{(b, T): final training loss} of the cells whose toy did not learn the task: mean final
+    training loss over seeds above ``max_loss`` (None: none excluded). Their magnitude curve
+    is that of an untrained head, so where it steps says nothing of the dims the task needs."""
+    if max_loss is None:
+        return {}
+    return {k: float(np.mean(e["final_train_loss"])) for k, e in entries.items()
+            if e.get("final_train_loss") is not None and np.mean(e["final_train_loss"]) > max_loss}
+
+
+def critical_statistic(entries: dict, statistic: str, dim: int, max_loss: float | None = None) -> stats.Estimate:
+    """Per seed, over the grid's cells whose toy learnt the task (:func:`untrained`): the OLS
+    slope of measured on predicted ("slope") or the mean absolute error as a share of the
+    head ("mae": coordinates / d); t interval over seeds."""
+    dropped = untrained(entries, max_loss)
+    grid = entries
+    entries = {k: e for k, e in entries.items() if k not in dropped}
+    if len({e["predicted"] for e in entries.values()}) < 2:
+        return stats.Estimate(float("nan"), float("nan"), float("nan"), n=0, unit="seeds", extra={
+            "excluded": _excluded(dropped, grid)}, precondition=(
+            f"{len(dropped)} of {len(grid)} grid cells have a toy that did not learn the task (final training "
+            f"loss above {max_loss:.2f} nats): fewer than two predictions are left to compare"))
     keys = list(entries)
     pred = np.array([entries[k]["predicted"] for k in keys], float)
     meas = np.array([entries[k]["measured"] for k in keys], float)  # [grid, seeds]
@@ -128,8 +147,15 @@ def critical_statistic(entries: dict, statistic: str, dim: int) -> stats.Estimat
                  "intercept": [ii.value, ii.low, ii.high], "mae": [mi.value, mi.low, mi.high],
                  "grid": [{"base": k[0], "max_position": k[1], "predicted": entries[k]["predicted"],
                            "measured": entries[k]["measured"], "seeds": entries[k]["seeds"],
-                           "final_train_loss": entries[k].get("final_train_loss")} for k in keys]}
+                           "final_train_loss": entries[k].get("final_train_loss")} for k in keys],
+                 "excluded": _excluded(dropped, grid), "max_final_loss": max_loss}
     return est
+
+
+def _excluded(dropped: dict, grid: dict) -> list[dict]:
+    return [{"base": k[0], "max_position": k[1], "predicted": grid[k]["predicted"],
+             "measured": grid[k]["measured"], "final_train_loss": round(v, 3),
+             "why": "the toy did not learn the task: its curve is an untrained head's"} for k, v in dropped.items()]
 
 
 @dataclass
@@ -165,8 +191,12 @@ def critical_fig(payloads):
         mean = np.array([x.mean() for x in m])
         err = [mean - [x.min() for x in m], [x.max() for x in m] - mean]
         colour = "tab:red" if f.subject.startswith("toy") else model_colour(f.subject.split(" ")[0])
-        ax.errorbar(np.asarray(f.predicted) / f.dim, mean / f.dim, yerr=np.asarray(err) / f.dim, fmt=markers[j % 7],
-                    capsize=3, color=colour, label=f.subject, alpha=0.85)
+        out = np.array([bool(f.notes) and "left out" in f.notes[i] for i in range(len(m))])  # untrained cells
+        for sel, face, label in ((~out, colour, f.subject), (out, "none", f"{f.subject}: untrained, left out")):
+            if sel.any():
+                ax.errorbar(np.asarray(f.predicted)[sel] / f.dim, mean[sel] / f.dim,
+                            yerr=np.asarray(err)[:, sel] / f.dim, fmt=markers[j % 7], capsize=3, color=colour,
+                            mfc=face, label=label, alpha=0.85)
     ax.plot([0, 1], [0, 1], color="black", lw=0.7, ls=":")
     ax.set_xlabel("d_c / d (Liu et al.: 2⌈(d/2)·log_b(T/2π)⌉)")
     ax.set_ylabel("measured transition / d")
@@ -193,10 +223,12 @@ def _label(b, t) -> str:
 
 @measure(CriticalDims)
 def critical_dimension(runs: dict, *, grid: tuple, n_seeds: int, init: str, statistic: str, setup: str = "rope",
-                       seed: int = 0):
+                       trained_below: float | None = 0.5, seed: int = 0):
     """Beyond the paper: the toy's magnitude transition (:func:`transition`) against Liu et
     al.'s d_c over a grid of bases and maximum positions; per seed, the slope of measured
-    on predicted (or the mean absolute error); t interval over seeds. ``runs``: the toy
+    on predicted (or the mean absolute error); t interval over seeds. Cells whose toy did
+    not learn the task (mean final training loss above ``trained_below`` × chance, log n;
+    None: every cell counts) are shown and left out of the statistic. ``runs``: the toy
     fixture's {init: {setup: [ToyRun]}}; its own (b, T) is reused, the rest trained (RoPE
     only) with the same configuration, over the profile's first ``n_seeds`` seeds.
     ``setup="norope"`` (the control): the no-RoPE heads, which neither b nor T enters (their
@@ -212,13 +244,17 @@ def critical_dimension(runs: dict, *, grid: tuple, n_seeds: int, init: str, stat
         entries = grid_transitions(cfg, grid, seeds, {(float(cfg.base), int(cfg.max_position)): own})
     else:  # heads without RoPE (whatever the setup is called: the controls swap them in) serve every cell
         entries = {(b, t): _entry(cfg.dim, b, t, own) for b, t in grid}
-    est = critical_statistic(entries, statistic, cfg.dim)
+    est = critical_statistic(entries, statistic, cfg.dim,
+                             None if trained_below is None else trained_below * math.log(cfg.n))
     est.extra.update(toy_config={k: v for k, v in cfg.to_dict().items() if k not in ("base", "max_position")},
                      training_seconds=sum(e["seconds"] for e in entries.values()), seeds=seeds,
                      estimator="least-squares change point of mean |q|,|k| per rotary pair (two-level step)")
     fig = CriticalDims(f"toy ({setup})", cfg.dim, [_label(*k) for k in entries], [e["predicted"] for e in entries.values()],
                        [e["measured"] for e in entries.values()], [e["curve"] for e in entries.values()],
-                       [f"final loss {np.mean(e['final_train_loss']):.2f} nats" for e in entries.values()])
+                       [f"final loss {np.mean(e['final_train_loss']):.2f} nats"
+                        + (" (untrained: left out)" if k in untrained(entries, None if trained_below is None else
+                                                                       trained_below * math.log(cfg.n)) else "")
+                        for k, e in entries.items()])
     return Measurement(est, fig)
 
 

@@ -59,9 +59,12 @@ def test_both_checks_fail_on_the_no_rope_toy(one_thread):
     norope = toy.train(PROFILES["smoke"].toy, ropes=(False,), seeds=(0, 1, 2), progress=False, compile=False)
     runs = {"1": {"rope": [], "norope": norope}}
     for check in CRITICAL.values():
-        m = MEASURES[check.measure](runs, seed=0, **{**check.args, "setup": "norope"})
+        # the smoke toy is too small to learn the task: count every cell to see the statistic itself fail
+        m = MEASURES[check.measure](runs, seed=0, **{**check.args, "setup": "norope", "trained_below": None})
         assert judge(m.estimate, check.criterion).outcome == NOT_SUPPORTED, check.key
         assert m.figure.subject == "toy (norope)"
+        m = MEASURES[check.measure](runs, seed=0, **{**check.args, "setup": "norope"})  # its cells left out
+        assert judge(m.estimate, check.criterion).outcome != SUPPORTED and m.estimate.precondition
 
 
 # --- the LLM rows: planted curves on a LLaMA-style anatomy --------------------------------
@@ -98,3 +101,25 @@ def test_llm_rows_pass_at_d_c_and_fail_a_quarter_away(anatomy):
     assert judge(est, check.criterion).outcome == SUPPORTED and fig.predicted == [dc]
     est, _ = llm_critical(_planted_values(anatomy, dc - 16), anatomy, 2048, "planted")  # a quarter early
     assert judge(est, check.criterion).outcome == NOT_SUPPORTED
+
+
+def test_a_cell_whose_toy_did_not_learn_is_left_out_and_shown():
+    """A cell's untrained toy (final loss near chance) steps anywhere: it is excluded from
+    the statistic (said in the record), unless the alternative counts every cell."""
+    from ropedim.critical import untrained
+    tracking = _entries(lambda p, s: p + 2 * (s % 2))
+    for k, e in tracking.items():
+        e["final_train_loss"] = [0.02] * 3
+    bad = next(iter(tracking))
+    tracking[bad]["measured"] = [2, 60, 10]  # an untrained head's change point: anywhere
+    tracking[bad]["final_train_loss"] = [4.7] * 3
+    bar = 0.5 * np.log(200)
+    assert untrained(tracking, bar) == {bad: 4.7} and untrained(tracking, None) == {}
+    est = critical_statistic(tracking, "mae", 64, bar)
+    assert est.extra["excluded"][0]["base"] == bad[0] and est.extra["max_final_loss"] == bar
+    assert judge(est, CRITICAL["mae"].criterion).outcome == SUPPORTED
+    assert critical_statistic(tracking, "mae", 64).value > est.value  # every cell: the untrained one counts
+    for k in list(tracking)[1:]:
+        tracking[k]["final_train_loss"] = [4.7] * 3
+    left = critical_statistic({k: tracking[k] for k in list(tracking)[:2]}, "slope", 64, bar)
+    assert left.precondition and np.isnan(left.value)
