@@ -18,7 +18,10 @@ could use, each an :class:`ropedim.logprob.Intervention` that restores the model
 
 Measure: the gold answer's teacher-forced log-prob (``Study.gold_logprob``: every position,
 the paper's faithful masking), per question, gold positions averaged within a question,
-a bootstrap over questions; accuracy would need a decoding per prompt and form.
+a bootstrap over questions: the verdict. Beside it, the accuracy of the same forms, masks
+and questions (``Study.correctness_under``: greedy answers under each form at every
+position), in points with the same interval: the paper's own measure, shown, not judged
+(10 questions decide few accuracy changes).
 """
 
 from __future__ import annotations
@@ -136,6 +139,9 @@ class AblationForms(Payload):
     change: dict = field(default_factory=dict)  # "form/first" -> [positions] mean (masked − none), nats
     low: dict = field(default_factory=dict)
     high: dict = field(default_factory=dict)
+    acc_change: dict = field(default_factory=dict)  # the same, accuracy points (empty: not measured)
+    acc_low: dict = field(default_factory=dict)
+    acc_high: dict = field(default_factory=dict)
 
 
 F.PAYLOADS[AblationForms.__name__] = AblationForms
@@ -169,10 +175,16 @@ def ablation_form(qa, *, form: str, contrast: str, fraction: float, retrieval_th
         return Measurement(est, AblationForms(qa.loaded.name, qa.cfg.task, 0, 0))
     means = qa.activation_stats().q_mean
     ivs = [form_intervention(f"{f}/{w}", f, masks[w], w, anatomy, means) for f in FORMS for w in ("first", "last")]
-    lp = qa.gold_logprob(ivs, qa.cfg.beyond_questions(questions))  # name -> [positions, questions]
+    nq = qa.cfg.beyond_questions(questions)
+    lp = qa.gold_logprob(ivs, nq)  # name -> [positions, questions]
     d = {name: v - lp["none"] for name, v in lp.items() if name != "none"}
+
+    def contrasted(changes, f):  # per question, gold positions averaged
+        first, last = changes[f"{f}/first"].mean(0), changes[f"{f}/last"].mean(0)
+        return first - last if contrast == "first-vs-last" else last
+
     first, last = d[f"{form}/first"].mean(0), d[f"{form}/last"].mean(0)  # [questions]
-    per_q = first - last if contrast == "first-vs-last" else last
+    per_q = contrasted(d, form)
     est = stats.mean_ci(per_q, seed=seed)
     est.unit = "questions"
     est.p_value = float(stats.sps.wilcoxon(per_q).pvalue) if np.any(per_q != 0) else 1.0
@@ -188,38 +200,58 @@ def ablation_form(qa, *, form: str, contrast: str, fraction: float, retrieval_th
         "query_key_note": (f"the key mask also reaches {len(shared)} query heads that share a KV head with a "
                            "retrieval head (GQA); in the retrieval heads themselves it equals the query-only form"),
     }
-    change, low, high = {}, {}, {}
-    for name, v in d.items():
-        es = [stats.mean_ci(v[p], seed=seed) for p in range(v.shape[0])]
-        change[name], low[name], high[name] = ([round(getattr(e, a), 4) for e in es] for a in ("value", "low", "high"))
-    return Measurement(est, AblationForms(qa.loaded.name, qa.cfg.task, k, n_heads, change, low, high))
+    acc = qa.correctness_under(ivs, nq)  # name -> 0/1 [positions, questions]
+    da = {name: 100 * (v - acc["none"]) for name, v in acc.items() if name != "none"}
+
+    est.extra["accuracy"] = {
+        "unit": "points", "measure": "best_subspan_em of greedy answers under each form at every position",
+        "unmasked": round(100 * float(acc["none"].mean()), 2),
+        "contrast": stats.summary(contrasted(da, form), seed),
+        "by_form": {f: {"contrast": stats.summary(contrasted(da, f), seed),
+                        "first_minus_none": round(float(da[f"{f}/first"].mean()), 2),
+                        "last_minus_none": round(float(da[f"{f}/last"].mean()), 2),
+                        "answers_changed": int(sum(((acc[f"{f}/{w}"] != acc["none"]).sum()) for w in ("first", "last")))}
+                    for f in FORMS},
+        "note": "shown beside the log-prob verdict, not judged: the same questions decide far fewer 0/1 changes",
+    }
+    return Measurement(est, AblationForms(qa.loaded.name, qa.cfg.task, k, n_heads, *stats.by_position(d, seed),
+                                          *stats.by_position(da, seed, digits=2)))
 
 
 # ---------------------------------------------------------------- figure
 
 @figure(AblationForms)
 def ablation_forms_fig(payloads):
-    """Per model and task: the change of the mean gold log-prob from unmasked, each form's
-    first-k (light) and last-k (dark) masks of the retrieval heads, per gold position, with
-    bootstrap intervals over questions."""
-    panels = F._first_per([p for p in payloads if p.change], lambda p: (p.model, p.task))
-    fig, axes = F._subplots(max(1, len(panels)), 6.0, 3.8)
-    for ax, ((model, task), p) in zip(axes, sorted(panels.items())):
-        forms = [f for f in FORMS if f"{f}/first" in p.change]
-        width = 0.8 / (2 * len(forms))
-        for j, f in enumerate(forms):
-            for s, which in enumerate(("first", "last")):
-                v = np.asarray(p.change[f"{f}/{which}"])
-                x = np.arange(len(v)) + (2 * j + s - len(forms) + 0.5) * width
-                err = np.abs(np.stack([v - np.asarray(p.low[f"{f}/{which}"]), np.asarray(p.high[f"{f}/{which}"]) - v]))
-                ax.bar(x, v, width, yerr=err, capsize=1.5, color=model_colour(model), alpha=0.35 if s == 0 else 0.9,
-                       hatch=("", "//", "..", "xx")[j % 4], edgecolor="black", lw=0.4,
-                       label=f"{f}, {which} {p.k}")
-        ax.axhline(0, color="black", lw=0.6)
-        ax.set_xticks(range(3), ["first", "middle", "last"])
-        ax.set_xlabel("gold position")
-        ax.set_ylabel("Δ mean gold log-prob (nats)")
-        ax.set_title(f"{model} ({task}): {p.heads} retrieval heads, {p.k} coords each", fontsize=9)
-        ax.legend(frameon=False, fontsize=6, ncol=2)
+    """Per model and task: the change of the mean gold log-prob from unmasked (top row) and
+    of accuracy (bottom row, where measured), each form's first-k (light) and last-k (dark)
+    masks of the retrieval heads, per gold position, with bootstrap intervals over questions."""
+    panels = sorted(F._first_per([p for p in payloads if p.change], lambda p: (p.model, p.task)).items())
+    rows = [("change", "low", "high", "Δ mean gold log-prob (nats)")]
+    if any(p.acc_change for _, p in panels):
+        rows.append(("acc_change", "acc_low", "acc_high", "Δ accuracy (points)"))
+    n = max(1, len(panels))
+    fig, axes = F._subplots(n * len(rows), 6.0, 3.8, cols=n)
+    for r, (mean, low, high, ylabel) in enumerate(rows):
+        for ax, ((model, task), p) in zip(axes[r * n:(r + 1) * n], panels):
+            _form_bars(ax, model, p, getattr(p, mean), getattr(p, low), getattr(p, high))
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{model} ({task}): {p.heads} retrieval heads, {p.k} coords each", fontsize=9)
     fig.suptitle("C5e/C5f's masks under four ablation forms (beyond the paper)")
     return fig
+
+
+def _form_bars(ax, model, p: AblationForms, mean: dict, low: dict, high: dict) -> None:
+    """Each form's first-k (light) and last-k (dark) bars per gold position, with intervals."""
+    forms = [f for f in FORMS if f"{f}/first" in mean]
+    width = 0.8 / (2 * max(1, len(forms)))
+    for j, f in enumerate(forms):
+        for s, which in enumerate(("first", "last")):
+            v = np.asarray(mean[f"{f}/{which}"])
+            x = np.arange(len(v)) + (2 * j + s - len(forms) + 0.5) * width
+            err = np.abs(np.stack([v - np.asarray(low[f"{f}/{which}"]), np.asarray(high[f"{f}/{which}"]) - v]))
+            ax.bar(x, v, width, yerr=err, capsize=1.5, color=model_colour(model), alpha=0.35 if s == 0 else 0.9,
+                   hatch=("", "//", "..", "xx")[j % 4], edgecolor="black", lw=0.4, label=f"{f}, {which} {p.k}")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(range(3), ["first", "middle", "last"])
+    ax.set_xlabel("gold position")
+    ax.legend(frameon=False, fontsize=6, ncol=2)

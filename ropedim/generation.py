@@ -22,6 +22,7 @@ batch; processes that need the same batches (pytest-xdist workers) split them
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import weakref
@@ -149,11 +150,14 @@ def _fill(out: list, specs: list, i: int, answer: str, use: bool) -> None:
 # ---------------------------------------------------------------- public API
 def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_tokens: int = 32,
              batch_size: int = 8, mask=None, from_position: int | None = None, cache: bool = True,
-             desc: str = "generate") -> list[Answer]:
-    """Greedy answers to ``prompts``, each under ``masked(model, mask, from_position)``."""
+             desc: str = "generate", intervention=None) -> list[Answer]:
+    """Greedy answers to ``prompts``, each under ``masked(model, mask, from_position)`` and,
+    where given, under ``intervention`` (a ``ropedim.logprob.Intervention``: its ``enter``
+    hooks the model at every position; its ``spec`` is in each answer's cache key)."""
     model, tokenizer, fp = _unwrap(loaded_model, tokenizer)
     texts = [p.text if isinstance(p, Prompt) else p for p in prompts]
-    specs = [_spec(model, fp, t, max_new_tokens, mask, "faithful", from_position) for t in texts]
+    extra = from_position if intervention is None else {"from": from_position, "intervention": intervention.spec}
+    specs = [_spec(model, fp, t, max_new_tokens, mask, "faithful", extra) for t in texts]
     out = [None] * len(texts)
     longest = lambda: max(len(encode(t, tokenizer)[0]) for t in texts)
     batch_size = memory.generation_batch(model, batch_size, longest, max_new_tokens)  # GPU: planned, or an error
@@ -162,8 +166,9 @@ def generate(loaded_model, tokenizer, prompts: Sequence[str | Prompt], max_new_t
     def work(b, _names):
         batch = batches[b]
         ids, attn = left_pad([encode(texts[i], tokenizer)[0] for i in batch], pad_id(tokenizer), input_device(model))
-        answers = greedy(Padded(model, ids, attn, mask, from_position), tokenizer, eos_ids(model, tokenizer),
-                         len(batch), max_new_tokens)
+        with (intervention.enter(model) if intervention is not None else contextlib.nullcontext()):
+            answers = greedy(Padded(model, ids, attn, mask, from_position), tokenizer, eos_ids(model, tokenizer),
+                             len(batch), max_new_tokens)
         for i, a in zip(batch, answers):
             _fill(out, specs, i, a, cache)
 

@@ -15,6 +15,9 @@ Two head-masking forms (the peers use both; the paper masks no whole heads):
 Statistic: mean over questions of [log p(gold | top-k masked) − mean over draws of log p(gold |
 random-k masked)], gold positions averaged within a question; a bootstrap over questions
 (``stats.mean_ci``). Below 0: the retrieval heads cost more than random heads of their layers.
+Beside it (``accuracy=True``, the check's primary k): the same contrast in accuracy points,
+greedy answers under the same interventions and questions (``Study.correctness_under``),
+shown, not judged.
 """
 
 from __future__ import annotations
@@ -125,6 +128,9 @@ class HeadMasking(Payload):
     change: dict = field(default_factory=dict)  # name -> [positions] mean (masked − none), nats
     low: dict = field(default_factory=dict)  # name -> [positions]
     high: dict = field(default_factory=dict)
+    acc_change: dict = field(default_factory=dict)  # the same in accuracy points (empty: not measured)
+    acc_low: dict = field(default_factory=dict)
+    acc_high: dict = field(default_factory=dict)
 
 
 F.PAYLOADS[HeadMasking.__name__] = HeadMasking
@@ -133,7 +139,8 @@ F.PAYLOADS[HeadMasking.__name__] = HeadMasking
 # ---------------------------------------------------------------- the measure
 
 @measure(HeadMasking)
-def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int | None, seed: int = 0):
+def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int | None, seed: int = 0,
+                 accuracy: bool = True):
     """B-heads: the top ⌈``fraction`` · heads⌉ heads by the paper's retrieval score (§5.3)
     masked in ``form`` at every position, against as many random heads drawn from the same
     layers (``draws`` seeded draws, the top heads excluded), on the first ``questions`` kept
@@ -182,14 +189,21 @@ def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int |
             "; it is not measured"
             if short else "the paper's own set (retrieval score > 0.5) is not measured here (the top-k is)"),
     }
-    change, low, high = {}, {}, {}
-    for name, v in lp.items():
-        if name == "none":
-            continue
-        d = v - lp["none"]  # [positions, questions]
-        es = [stats.mean_ci(d[p], seed=seed) for p in range(d.shape[0])]
-        change[name], low[name], high[name] = ([round(getattr(e, a), 4) for e in es] for a in ("value", "low", "high"))
-    payload = HeadMasking(qa.loaded.name, qa.cfg.task, form, k, [list(x) for x in top], change, low, high)
+    payload = HeadMasking(qa.loaded.name, qa.cfg.task, form, k, [list(x) for x in top],
+                          *stats.by_position({n: v - lp["none"] for n, v in lp.items() if n != "none"}, seed))
+    if accuracy:
+        acc = qa.correctness_under(ivs, qa.cfg.beyond_questions(questions))  # name -> 0/1 [positions, questions]
+        racc = np.mean([acc[f"random{k}-{d}"] for d in range(draws)], axis=0)
+        est.extra["accuracy"] = {
+            "unit": "points", "measure": "best_subspan_em of greedy answers under each intervention",
+            "unmasked": round(100 * float(acc["none"].mean()), 2),
+            "contrast": stats.summary(100 * (acc[f"top{k}"] - racc).mean(0), seed),
+            "top_minus_none": round(100 * float((acc[f"top{k}"] - acc["none"]).mean()), 2),
+            "random_minus_none": round(100 * float((racc - acc["none"]).mean()), 2),
+            "note": "shown beside the log-prob verdict, not judged: the same questions decide far fewer 0/1 changes",
+        }
+        payload.acc_change, payload.acc_low, payload.acc_high = stats.by_position(
+            {n: 100 * (v - acc["none"]) for n, v in acc.items() if n != "none"}, seed, digits=2)
     return Measurement(est, payload)
 
 
@@ -197,27 +211,33 @@ def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int |
 
 @figure(HeadMasking)
 def head_masking_fig(payloads):
-    """Per model, task and form: the change of the mean gold log-prob from unmasked at each
-    gold position, the top-k retrieval heads masked (red) and each random same-layer draw
-    (grey), with bootstrap intervals over questions."""
-    panels = F._first_per(payloads, lambda p: (p.model, p.task, p.form))
-    fig, axes = F._subplots(len(panels), 5.0, 3.6)
-    for ax, ((model, task, form), p) in zip(axes, sorted(panels.items())):
-        names = list(p.change)
-        for j, name in enumerate(names):
-            top = name.startswith("top")
-            v = np.asarray(p.change[name])
-            x = np.arange(1, len(v) + 1) + (0 if top else (j - len(names) / 2) * 0.04)
-            err = np.abs(np.stack([v - np.asarray(p.low[name]), np.asarray(p.high[name]) - v]))
-            ax.errorbar(x, v, yerr=err, marker="o", ms=4 if top else 3, capsize=2, lw=1.6 if top else 0.8,
-                        color=model_colour(model) if top else "gray", alpha=1 if top else 0.6,
-                        label=f"top {p.k} by retrieval score" if top else ("random same-layer draws" if j == 1
-                                                                            else None))
-        ax.axhline(0, color="black", lw=0.6)
-        ax.set_xticks([1, 2, 3], ["first", "middle", "last"])
-        ax.set_xlabel("gold position")
-        ax.set_ylabel("Δ mean gold log-prob (nats)")
-        ax.set_title(f"{model} ({task}): {form} heads", fontsize=9)
-        ax.legend(frameon=False, fontsize=7)
+    """Per model, task and form: the change of the mean gold log-prob (top row) and of
+    accuracy (bottom row, where measured) from unmasked at each gold position, the top-k
+    retrieval heads masked (red) and each random same-layer draw (grey), with bootstrap
+    intervals over questions."""
+    panels = sorted(F._first_per(payloads, lambda p: (p.model, p.task, p.form)).items())
+    rows = [("change", "low", "high", "Δ mean gold log-prob (nats)")]
+    if any(p.acc_change for _, p in panels):
+        rows.append(("acc_change", "acc_low", "acc_high", "Δ accuracy (points)"))
+    n = len(panels)
+    fig, axes = F._subplots(n * len(rows), 5.0, 3.6, cols=n)
+    for r, (mean, low, high, ylabel) in enumerate(rows):
+        for ax, ((model, task, form), p) in zip(axes[r * n:(r + 1) * n], panels):
+            means, lows, highs = getattr(p, mean), getattr(p, low), getattr(p, high)
+            for j, name in enumerate(means):
+                top = name.startswith("top")
+                v = np.asarray(means[name])
+                x = np.arange(1, len(v) + 1) + (0 if top else (j - len(means) / 2) * 0.04)
+                err = np.abs(np.stack([v - np.asarray(lows[name]), np.asarray(highs[name]) - v]))
+                ax.errorbar(x, v, yerr=err, marker="o", ms=4 if top else 3, capsize=2, lw=1.6 if top else 0.8,
+                            color=model_colour(model) if top else "gray", alpha=1 if top else 0.6,
+                            label=f"top {p.k} by retrieval score" if top else ("random same-layer draws" if j == 1
+                                                                                else None))
+            ax.axhline(0, color="black", lw=0.6)
+            ax.set_xticks([1, 2, 3], ["first", "middle", "last"])
+            ax.set_xlabel("gold position")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{model} ({task}): {form} heads", fontsize=9)
+            ax.legend(frameon=False, fontsize=7)
     fig.suptitle("Retrieval heads masked vs random heads of the same layers (beyond the paper)")
     return fig

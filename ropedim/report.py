@@ -340,6 +340,8 @@ def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: 
         elif r.readings_passing is not None:
             s.notes.append(f"{r.test_id}: the same verdict under every reading that Table 1 does not refute here "
                            f"({', '.join(r.readings_passing) or 'none does'}).")
+        if (line := _accuracy_note(r)) is not None:
+            s.notes.append(line)
         if r.precondition_failed:
             s.notes.append(f"{r.test_id}: precondition failed: {', '.join(r.precondition_failed)} is not supported "
                            "here (the retrieval heads cost no more than random heads of their layers), so masking "
@@ -356,6 +358,18 @@ def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: 
         if short and subject not in s.configs:
             s.configs[subject] = "; ".join(f"{k} = {v}" for k, v in short.items())
     return s
+
+
+def _accuracy_note(r: ClaimRecord) -> str | None:
+    """The accuracy a log-prob check shows beside its verdict (``extra["accuracy"]``), a line."""
+    acc = (r.extra or {}).get("accuracy")
+    if not isinstance(acc, dict) or "contrast" not in acc:
+        return None
+    fmt = lambda c: f"{c['value']:+.1f} [{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]"
+    forms = "; ".join(f"{f} {fmt(v['contrast'])}" for f, v in acc.get("by_form", {}).items())
+    return (f"{r.test_id}: accuracy on the same interventions and questions, shown, not judged: "
+            f"{fmt(acc['contrast'])} points ({acc['unmasked']:.0f}% correct unmasked)"
+            + (f"; by form: {forms}" if forms else "") + ".")
 
 
 def _mode_checks(rows: list[ClaimRecord]) -> list[dict]:

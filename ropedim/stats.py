@@ -73,6 +73,24 @@ def mean_ci(x: np.ndarray, level: float = 0.95, seed: int = 0, n_boot: int = N_B
     return Estimate(float(x.mean()), float(lo), float(hi), level, n=len(x))
 
 
+def by_position(changes: dict, seed: int = 0, digits: int = 4) -> tuple[dict, dict, dict]:
+    """{name: [positions, questions]} paired changes -> ({name: [mean per position]}, lows,
+    highs): each position's mean with its bootstrap interval over questions (a figure's bars)."""
+    mean, low, high = {}, {}, {}
+    for name, d in changes.items():
+        es = [mean_ci(d[p], seed=seed) for p in range(d.shape[0])]
+        mean[name], low[name], high[name] = ([round(getattr(e, a), digits) for e in es]
+                                             for a in ("value", "low", "high"))
+    return mean, low, high
+
+
+def summary(x: np.ndarray, seed: int = 0, digits: int = 2) -> dict:
+    """{"value", "interval"} of ``x``'s mean with its bootstrap interval, rounded (a record's
+    descriptive statistic beside its verdict)."""
+    e = mean_ci(x, seed=seed)
+    return {"value": round(e.value, digits), "interval": [round(e.low, digits), round(e.high, digits)]}
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, level: float = 0.95, seed: int = 0) -> Estimate:
     """Mean of b − a over paired items with a bootstrap interval (e.g. masked − original
     correctness, in accuracy points when a, b are 0/100)."""

@@ -142,6 +142,7 @@ class PlantedDims:
     loaded: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(
         name="planted", anatomy=models.load_cached("tiny-llama").anatomy))
     asked: list = field(default_factory=list)
+    answered: list = field(default_factory=list)
 
     def head_scores(self, reading=None):
         s = torch.zeros(3, 4)
@@ -163,6 +164,19 @@ class PlantedDims:
             out[iv.name] = base - c * rng.uniform(0.5, 1.5, (3, n)) + rng.normal(0, 0.1, (3, n))
         return out
 
+    def correctness_under(self, interventions, questions=None):
+        """Right answers lost with probability min(1, cost / 2) per prompt."""
+        rng = np.random.default_rng(2)
+        n = questions or 30
+        base = (rng.uniform(size=(3, n)) < 0.6).astype(float)
+        out = {"none": base}
+        for iv in interventions:
+            self.answered.append(iv.name)
+            form, which = iv.name.split("/")
+            c = self.cost_last.get(form, 0.0) if which == "last" else self.cost_first
+            out[iv.name] = base * (rng.uniform(size=(3, n)) >= min(1.0, c / 2))
+        return out
+
 
 @pytest.mark.parametrize("variant", ["first-vs-last", "last"])
 def test_b_forms_fails_when_the_masked_dims_cost_nothing(variant):
@@ -177,6 +191,11 @@ def test_b_forms_fails_when_the_masked_dims_cost_nothing(variant):
     m = run(good, seed=0, **check.args)
     assert judge(m.estimate, check.criterion).outcome == SUPPORTED
     assert set(m.figure.change) == {f"{f}/{w}" for f in FORMS for w in ("first", "last")}
+    # accuracy of the same forms, masks and questions beside the log-prob: the last dims' loss shows in it
+    assert sorted(good.answered) == sorted(good.asked) and set(m.figure.acc_change) == set(m.figure.change)
+    acc = m.estimate.extra["accuracy"]
+    assert acc["by_form"]["zero-pairs-query"]["last_minus_none"] < -20 and acc["unit"] == "points"
+    assert acc["contrast"]["value"] == acc["by_form"]["zero-pairs-query"]["contrast"]["value"]
 
 
 def test_a_verdict_that_differs_between_forms_is_fragile():

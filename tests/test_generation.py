@@ -185,3 +185,26 @@ def test_smollm2_answers_and_fast_mode():
     for p, got in zip(ps[:2], fast["last"]):
         q = tokenize_prompt(p, lm.tokenizer).question_start
         assert generate(lm, None, [p], 24, batch_size=1, mask=last, from_position=q, cache=False) == [got]
+
+
+def test_generation_under_an_intervention_is_that_hook_and_keyed_by_it(llama, monkeypatch):
+    """``generate(intervention=...)``: the answers of the hooked model (a query mask as an
+    Intervention equals the same mask passed as ``mask``), cached under the intervention's
+    spec (never an unmasked answer's entry), and the model restored after it."""
+    from ropedim.logprob import Intervention
+    from ropedim.head_ablation import head_intervention
+    ps = build_prompts(_examples(4), "plain")
+    zero = _masks(llama)["zero"]
+    none = generate(llama, None, ps, N_NEW, batch_size=2)
+    as_iv = generate(llama, None, ps, N_NEW, batch_size=2, intervention=Intervention.query_mask("zero", zero))
+    assert as_iv == generate(llama, None, ps, N_NEW, batch_size=2, mask=zero, cache=False) and as_iv != none
+    heads = head_intervention("all", "zero", [(l, h) for l in range(llama.anatomy.n_layers)
+                                              for h in range(llama.anatomy.n_heads)])
+    cold = generate(llama, None, ps, N_NEW, batch_size=2, intervention=heads, cache=False)
+    assert cold != none  # a hook other than a query mask acts
+    assert generate(llama, None, ps, N_NEW, batch_size=2) == none  # restored, and its own cache entries
+    assert generate(llama, None, ps, N_NEW, batch_size=2, intervention=heads) == cold
+    calls = []
+    real_forward = llama.model.forward
+    monkeypatch.setattr(llama.model, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
+    assert generate(llama, None, ps, N_NEW, batch_size=2, intervention=heads) == cold and not calls

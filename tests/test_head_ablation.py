@@ -130,6 +130,7 @@ class PlantedHeads:
     cfg: QAConfig = field(default_factory=lambda: QAConfig(task="synthetic"))
     loaded: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(name="planted"))
     asked: list = field(default_factory=list)
+    answered: list = field(default_factory=list)
 
     def head_scores(self, reading=None):
         return SimpleNamespace(retrieval=self.score)
@@ -143,6 +144,18 @@ class PlantedHeads:
             self.asked.append(iv.spec["kind"])
             c = sum(self.cost[l, h] for l, h in iv.spec["heads"])
             out[iv.name] = base - c * rng.uniform(0.5, 1.5, (3, n)) + rng.normal(0, 0.2, (3, n))
+        return out
+
+    def correctness_under(self, interventions, questions=None):
+        """A right answer is lost with probability min(1, cost / 5) of the masked heads."""
+        rng = np.random.default_rng(2)
+        n = questions or 30
+        base = (rng.uniform(size=(3, n)) < 0.6).astype(float)
+        out = {"none": base}
+        for iv in interventions:
+            self.answered.append(iv.name)
+            c = sum(self.cost[l, h] for l, h in iv.spec["heads"])
+            out[iv.name] = base * (rng.uniform(size=(3, n)) >= min(1.0, c / 5))
         return out
 
 
@@ -175,6 +188,14 @@ def test_b_heads_fails_when_the_retrieval_score_marks_random_heads(form):
     assert judge(m.estimate, check.criterion).outcome == SUPPORTED
     assert m.figure.form == form and set(m.figure.change) == {"top14", *(f"random14-{d}" for d in range(5))}
     assert len(m.figure.change["top14"]) == 3
+    # accuracy of the same interventions and questions beside the log-prob (the primary k only)
+    assert good.answered == ["top14", *(f"random14-{d}" for d in range(5))]
+    acc = m.estimate.extra["accuracy"]
+    assert acc["contrast"]["interval"][1] < 0 and acc["top_minus_none"] < acc["random_minus_none"]
+    assert set(m.figure.acc_change) == set(m.figure.change)
+    smaller = PlantedHeads(good.score, good.cost)
+    alt = run(smaller, seed=0, **{**check.args, **next(iter(check.alternatives.values()))})
+    assert not smaller.answered and "accuracy" not in alt.estimate.extra
 
 
 def test_c5e_and_c5f_are_marked_precondition_failed_where_b_heads_does_not_hold():

@@ -78,3 +78,30 @@ def test_a_study_gives_it_per_position_and_question_cached(tmp_path, monkeypatch
     assert set(got) == {"none", "zero"} and got["none"].shape == (len(study.qaset.positions), n)
     assert len(list((tmp_path / "cache" / "logprob").glob("*"))) >= 2  # one entry per intervention
     np.testing.assert_array_equal(study.gold_logprob([zero], questions=2)["zero"], got["zero"][:, :2])
+
+
+def test_a_study_answers_under_the_same_interventions_cached(tmp_path, monkeypatch):
+    """``Study.correctness_under``: 0/1 per position and question under each intervention
+    (at every position), the unmasked run included; equal to the faithful sweep's answers
+    for a query mask, and answered once (per prompt cache) however often it is asked."""
+    from ropedim.qa.answers import answer, correctness
+    from ropedim.qa.config import QAConfig
+    from ropedim.qa.study import Study
+    monkeypatch.setenv("ROPEDIM_CACHE", str(tmp_path / "cache"))
+    loaded = load_cached("tiny-llama")
+    study = Study(loaded, QAConfig(task="synthetic", n=4, k=2, n_analysis=1, batch_size=4, max_new_tokens=4), {})
+    a = loaded.anatomy
+    half = torch.ones(a.n_layers, a.n_heads, a.head_dim)
+    half[..., : a.head_dim // 2] = 0
+    got = study.correctness_under([Intervention.query_mask("half", half)], questions=3)
+    n = min(3, len(study.qaset.audit.kept))
+    assert set(got) == {"none", "half"} and got["half"].shape == (len(study.qaset.positions), n)
+    assert set(np.unique(got["half"])) <= {0.0, 1.0}
+    ref = correctness(answer(loaded, study.qaset, {"none": None, "half": half}, "faithful", n), study.qaset)
+    for name in got:
+        np.testing.assert_array_equal(got[name], ref[name])
+    calls = []
+    real_forward = loaded.model.forward
+    monkeypatch.setattr(loaded.model, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
+    again = study.correctness_under([Intervention.query_mask("half", half)], questions=3)
+    assert not calls and all(np.array_equal(again[k], got[k]) for k in got)

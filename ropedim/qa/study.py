@@ -29,7 +29,7 @@ from ..generation import mask_digest, model_fingerprint
 from ..logprob import NONE, Intervention, fast_gold_logprob, gold_logprob
 from ..utility import PRIMARY, READINGS
 from .analysis import HeadScores, analysis_items, head_scores
-from .answers import answer, correctness
+from .answers import answer, answer_under, correctness
 from .config import QAConfig
 from .dataset import QASet, build_qaset
 from .masks import QueryMask, Unmasked
@@ -60,10 +60,24 @@ class QARun(Protocol):
     def gold_logprob_fast(self, masks, questions: int | None = None) -> dict[str, np.ndarray]: ...
     # the same for query masks from the question on
 
+    def correctness_under(self, interventions: Sequence[Intervention], questions: int | None = None
+                          ) -> dict[str, np.ndarray]:
+        """{name: 0/1 [positions, questions]} answered under each intervention (any hook, at
+        every position: faithful) and unmasked ("none", always included), on the first
+        ``questions`` kept questions: the accuracy beside :meth:`gold_logprob`'s log-prob for
+        the same interventions and questions. Answers are cached per prompt and intervention
+        (keyed by its spec), so workers split them and checks that share one answer it once."""
+        n = self._n_questions(questions)
+        return {iv.name: correctness({iv.name: answer_under(self.loaded, self.qaset, iv, n)}, self.qaset)[iv.name]
+                .astype(float) for iv in [NONE, *(iv for iv in interventions if iv.name != "none")]}
+
     def cached_correctness(self, mode: str) -> dict[str, np.ndarray] | None: ...  # correctness(mode) if on disk
 
     def correctness_of(self, masks, mode: str, questions: int | None = None) -> dict[str, np.ndarray]: ...
     # correctness under query masks given as tensors (name -> [L, H, Dh]), "none" included
+
+    def correctness_under(self, interventions, questions: int | None = None) -> dict[str, np.ndarray]: ...
+    # name -> 0/1 [positions, questions] answered under each Intervention at every position, "none" included
 
     def activation_stats(self): ...  # ropedim.activations.ActivationStats of the analysis prompts
 
@@ -202,6 +216,17 @@ class Study:
             answer(self.loaded, self.qaset, variants, mode, n), self.qaset).items()},
             unlocked=lambda: answer(self.loaded, self.qaset, variants, mode, n))
         return {name: np.asarray(v, float) for name, v in got.items()}
+
+    def correctness_under(self, interventions: Sequence[Intervention], questions: int | None = None
+                          ) -> dict[str, np.ndarray]:
+        """{name: 0/1 [positions, questions]} answered under each intervention (any hook, at
+        every position: faithful) and unmasked ("none", always included), on the first
+        ``questions`` kept questions: the accuracy beside :meth:`gold_logprob`'s log-prob for
+        the same interventions and questions. Answers are cached per prompt and intervention
+        (keyed by its spec), so workers split them and checks that share one answer it once."""
+        n = self._n_questions(questions)
+        return {iv.name: correctness({iv.name: answer_under(self.loaded, self.qaset, iv, n)}, self.qaset)[iv.name]
+                .astype(float) for iv in [NONE, *(iv for iv in interventions if iv.name != "none")]}
 
     def cached_correctness(self, mode: str) -> dict[str, np.ndarray] | None:
         """The correctness of the masks planned in ``mode`` where it is already on disk, else
