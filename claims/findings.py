@@ -240,3 +240,66 @@ FINDINGS.update({
         INC, "beyond the paper: zeroing the last eighth in the query alone barely moves the gold log-prob over 10 "
              "questions; fragile: the mean, storage-index and query+key forms all find it costly"),
 })
+
+# Beyond the paper on Gemma 3 270M and Qwen2.5-Coder-1.5B, synthetic task, default profile: recorded from
+# `pytest claims --model gemma3 --task synthetic -k beyond` and `--model qwen2.5-1.5b --task synthetic -k
+# "beyond and not B-heads and not B-forms"` (qwen's B-heads and B-forms are not run here: about 2.5 h of CPU).
+FINDINGS.update({
+    # the confound checks of C5d and Fig. 4 (within layers; the first/last contrast)
+    ("C5d-within-layer-first16-synthetic", "gemma3", "default"): Finding(
+        INC, "beyond the paper: within layers ρ is negative, as the paper says, but 18 layers do not decide it "
+             "under the literal reading; the qa-sum and qa-mean readings support it, post-RoPE does not decide"),
+    ("C5d-contrast-synthetic", "gemma3", "default"): Finding(
+        INC, "beyond the paper: positive, as the paper says, but undecided over 18 layers under the literal "
+             "reading; the qa-sum and qa-mean readings support it"),
+    ("C-Fig4-within-layer-first16-synthetic", "gemma3", "default"): Finding(
+        INC, "beyond the paper: within layers ρ is positive (the opposite of the paper's pooled sign, as on "
+             "smollm2) but undecided under the literal reading; the three other readings say 'not supported'"),
+    ("C-Fig4-contrast-synthetic", "gemma3", "default"): Finding(
+        NS, "beyond the paper: heads with larger W_q norms use their last eighth *less* than their first "
+            "(ρ ≈ -0.7) under the literal, qa-sum and post-RoPE readings; fragile: the qa-mean reading, which "
+            "C5c does not refute on this model, leaves it undecided. Gemma 3 rescales each query dim by a "
+            "learned q_norm before RoPE, so the raw W_q rows are not what RoPE sees (as C5a's finding)"),
+    # the critical dimension (Liu et al.): d_c from each layer's θ and span
+    ("B-critical-wq", "gemma3", "default"): Finding(
+        NS, "beyond the paper: the averaged W_q row-norm curve rises far before d_c: at 38 of 256 where d_c = "
+            "124 (15 local layers, θ 1e4, T = their 512-token window) and at 78 where d_c = 160 (3 global layers, "
+            "θ 1e6, T = 32768); with T = the context for every layer (the alternative) it is further off. "
+            "Robust to the span; the raw rows are before Gemma 3's q_norm rescaling"),
+    ("B-critical-utility-synthetic", "gemma3", "default"): Finding(
+        NS, "beyond the paper: the averaged utility curve rises at 30 of 256 where d_c = 124 (local layers, T = "
+            "the window) and at 48 where d_c = 160 (global layers): most dims are used, far more than d_c says "
+            "are useless; the same under either span"),
+    # activations and massive values
+    ("B-act-synthetic", "gemma3", "default"): Finding(
+        INC, "beyond the paper: underpowered: the averaged pre-RoPE query pair norm rises with θ rank (as "
+             "Barbero et al. say) but 18 layers cannot separate it from the no-order null; the key pairs do"),
+    ("B-act-local-synthetic", "gemma3", "default"): Finding(
+        INC, "beyond the paper: the local heads put more query norm in the highest frequencies, as Barbero et "
+             "al. say, with an interval just touching 0 over 18 layers"),
+    ("B-massive-ablation-synthetic", "gemma3", "default"): Finding(
+        INC, "beyond the paper: underpowered: replacing each head's massive query dim by its mean costs about "
+             "what a random dim costs over 10 questions"),
+    # the retrieval heads: the premise of C5e/C5f
+    **{(f"B-heads-{form}-synthetic", "gemma3", "default"): Finding(
+        NS, "beyond the paper: masking the top 4 heads by retrieval score (layers 0, 1 and 3) barely moves the "
+            "gold log-prob, while 4 random heads cost about 2 nats, whether drawn from the same layers (where "
+            "layer 0's two other heads are always drawn) or from any layer (the alternative; the same verdict). "
+            "Fragile: at 1% of heads (the single top head) the contrast is undecided or supports the premise, "
+            "and the damage random heads do is partly a change of the answer's form (greedy answers under them "
+            "restate the gold document: subspan accuracy rises while the bare answer's log-prob falls), so it "
+            "puts C5e/C5f's precondition on this model in doubt, not failed")
+       for form in ("zero", "uniform")},
+    # Qwen2.5-Coder-1.5B (4 questions in the default profile)
+    ("B-dose-random-vs-last-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "beyond the paper: underpowered: masking the last eighth and an eighth of random pairs cost about the "
+             "same over the default profile's 4 questions"),
+    ("B-critical-utility-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "beyond the paper: the averaged utility curve's change point (20 of 128) sits well before d_c = 80, "
+             "but the layer bootstrap reaches the band (28 layers)"),
+    ("B-massive-ablation-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        NS, "beyond the paper: as on smollm2, replacing each head's massive query dim by its mean costs less gold "
+            "log-prob than replacing a random dim, it even raises it (4 questions × 3 positions): the massive dims "
+            "keep one sign over every token, so their mean keeps what they carry. Jin et al.'s ablation result does not transfer to this form (mean "
+            "replacement of the query only) on this model and task"),
+})

@@ -318,7 +318,10 @@ CLAIMS.update({c.id: c for c in [
 HEADS_DECISIONS = (
     "Heads: the top 5% of all heads by the §5.3 retrieval score (ties: lower layer and head first; the verdict; "
     "the top 1% and 2% are shown beside it, and a verdict that differs between them is fragile), against "
-    "as many random heads drawn from the same layers, the top heads excluded (5 seeded draws, averaged). The "
+    "as many random heads drawn from the same layers, the top heads excluded (5 seeded draws, averaged); as an "
+    "alternative, random heads drawn from every layer (a model with few heads per layer leaves the same-layer "
+    "draw little to choose: the record says how many distinct sets it could draw). A 'not supported' that "
+    "differs between these alternatives puts C5e/C5f's precondition in doubt (◌), not failed (⛔). The "
     "paper's own set (score > 0.5) is reported but not measured where it holds every head of a layer (no "
     "same-layer control exists; so on smollm2).",
     "Forms: zero output (the head's attention output set to 0 before o_proj, every position) and uniform "

@@ -260,21 +260,36 @@ def critical_dimension(runs: dict, *, grid: tuple, n_seeds: int, init: str, stat
 
 # ---------------------------------------------------------------- an LLM's averaged curves
 
-def layer_predictions(anatomy, context: int) -> np.ndarray:
+SPANS = ("window", "context")
+
+
+def layer_spans(anatomy, context: int, span: str = "window") -> np.ndarray:
+    """The longest distance each layer [L] sees in training: the context, or (``span="window"``)
+    a sliding-window layer's window where it is shorter (Gemma 3's local layers attend over
+    512 tokens of a 32768 context: Liu et al.'s T for them is the window)."""
+    if span not in SPANS:
+        raise ValueError(f"span must be one of {SPANS}, got {span!r}")
+    windows = getattr(anatomy, "sliding_window", None) or [None] * anatomy.theta.shape[0]
+    return np.array([min(context, w) if span == "window" and w else context for w in windows])
+
+
+def layer_predictions(anatomy, context: int, span: str = "window") -> np.ndarray:
     """d_c of each layer [L] from the θ it uses (Liu et al.'s count: the pairs whose period
-    2π/θ is shorter than ``context``, in coordinates); for LLaMA's θ = b^(-2i/d) it is
-    :func:`predicted`; Gemma 3's local and global layers get their own."""
+    2π/θ is shorter than the layer's span T, in coordinates); for LLaMA's θ = b^(-2i/d) it is
+    :func:`predicted`; Gemma 3's local and global layers get their own θ and T."""
     periods = 2 * math.pi / anatomy.theta.double()  # [L, pairs]
-    return (2 * (periods < context).sum(-1)).numpy()
+    spans = torch.as_tensor(layer_spans(anatomy, context, span), dtype=torch.float64)[:, None]
+    return (2 * (periods < spans).sum(-1)).numpy()
 
 
-def llm_critical(values: torch.Tensor, anatomy, context: int, subject: str, seed: int = 0):
+def llm_critical(values: torch.Tensor, anatomy, context: int, subject: str, seed: int = 0, span: str = "window"):
     """(estimate, payload): (transition − d_c) / d of a per-dim quantity [L, H, Dh]
     averaged over the layers and heads of each group of layers sharing one d_c, weighted by
     the group's layers; interval from a bootstrap over layers (as the C5a/C5b trends)."""
     from .weights import to_paper_order
     paper = to_paper_order(values, anatomy.rank).double().numpy()  # [L, H, Dh]
-    pred = layer_predictions(anatomy, context)
+    pred = layer_predictions(anatomy, context, span)
+    spans = layer_spans(anatomy, context, span)
     groups = sorted(set(pred.tolist()))
     d = anatomy.head_dim
 
@@ -289,10 +304,13 @@ def llm_critical(values: torch.Tensor, anatomy, context: int, subject: str, seed
     est = stats.cluster_bootstrap(paper.shape[0], stat, seed=seed)
     est.unit = "layers"
     measured = [transition(paper[pred == g].mean((0, 1))) for g in groups]
-    est.extra = {"context": context, "head_dim": d, "groups": [
-        {"predicted": int(g), "measured": int(m), "layers": int((pred == g).sum())} for g, m in zip(groups, measured)],
+    t_of = {g: sorted({int(t) for t in spans[pred == g]}) for g in groups}
+    est.extra = {"context": context, "head_dim": d, "span": span, "groups": [
+        {"predicted": int(g), "measured": int(m), "layers": int((pred == g).sum()), "T": t_of[g]}
+        for g, m in zip(groups, measured)],
         "estimator": "least-squares change point of the curve averaged over the group's layers and heads"}
-    fig = CriticalDims(subject, d, [f"d_c = {g} (T = {context})" for g in groups], [int(g) for g in groups],
+    fig = CriticalDims(subject, d, [f"d_c = {g} (T = {'/'.join(map(str, t_of[g]))})" for g in groups],
+                       [int(g) for g in groups],
                        [[m] for m in measured], [paper[pred == g].mean((0, 1)).tolist() for g in groups],
                        [f"{int((pred == g).sum())} layers" for g in groups])
     return est, fig
@@ -307,8 +325,12 @@ def _context(loaded) -> int:
     return int(t)
 
 
+_SOURCE = {"window": "the model's config: max_position_embeddings, a sliding-window layer's window where shorter",
+           "context": "the model's config: max_position_embeddings, for every layer"}
+
+
 @measure(CriticalDims)
-def critical_wq(loaded, *, scaled: bool, seed: int = 0):
+def critical_wq(loaded, *, scaled: bool, seed: int = 0, span: str = "window"):
     """Beyond the paper: where the W_q row L1 norm curve (averaged over layers and heads, θ
     order) rises, against d_c from each layer's θ and the model's training context:
     (transition − d_c) / head dim; bootstrap over layers."""
@@ -317,16 +339,16 @@ def critical_wq(loaded, *, scaled: bool, seed: int = 0):
     if scaled and w.scaled_storage is None:
         raise NotApplicable(f"{loaded.name} has no q_norm before RoPE: the scaled check is the raw one")
     est, fig = llm_critical(w.scaled_storage if scaled else w.storage, loaded.anatomy, _context(loaded),
-                            f"{loaded.name} W_q", seed)
-    est.extra["context_source"] = "the model's config: max_position_embeddings"
+                            f"{loaded.name} W_q", seed, span)
+    est.extra["context_source"] = _SOURCE[span]
     return Measurement(est, fig)
 
 
 @measure(CriticalDims)
-def critical_utility(qa, *, reading: str, seed: int = 0):
+def critical_utility(qa, *, reading: str, seed: int = 0, span: str = "window"):
     """Beyond the paper: where the utility curve (Eq. 4, averaged over layers and heads, θ
     order) rises, against d_c: (transition − d_c) / head dim; bootstrap over layers."""
     est, fig = llm_critical(qa.head_scores(reading).utility, qa.loaded.anatomy, _context(qa.loaded),
-                            f"{qa.loaded.name} utility ({qa.cfg.task})", seed)
-    est.extra["context_source"] = "the model's config: max_position_embeddings"
+                            f"{qa.loaded.name} utility ({qa.cfg.task})", seed, span)
+    est.extra["context_source"] = _SOURCE[span]
     return Measurement(est, fig)

@@ -39,9 +39,13 @@ from .logprob import Intervention
 from .measures import Measurement, measure
 
 __all__ = ["FORMS", "HeadMasking", "zero_heads", "uniform_heads", "head_intervention", "top_heads",
-           "same_layer_draws"]
+           "same_layer_draws", "any_layer_draws", "CONTROLS"]
 
 FORMS = ("zero", "uniform")
+# where the random heads are drawn: the issue's control (as many in each of the top heads' layers)
+# or anywhere (a model with few heads per layer leaves the same-layer control little to draw: Gemma 3
+# 270M has 4 per layer, so a layer holding 2 top heads always gives the same other 2)
+CONTROLS = ("same-layer", "any-layer")
 
 
 def _sorted(heads: Iterable) -> list[tuple[int, int]]:
@@ -114,6 +118,26 @@ def same_layer_draws(top: list, n_heads: int, draws: int, seed: int) -> list[lis
     return out
 
 
+def any_layer_draws(top: list, n_layers: int, n_heads: int, draws: int, seed: int) -> list[list[tuple[int, int]]]:
+    """``draws`` seeded sets of ``len(top)`` random heads from every layer, none of them in ``top``."""
+    topset = set(top)
+    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in topset]
+    if len(pool) < len(top):
+        raise ValueError(f"{len(top)} top heads but only {len(pool)} others to draw from")
+    g = np.random.default_rng(seed)
+    return [sorted(pool[int(i)] for i in g.choice(len(pool), len(top), replace=False)) for _ in range(draws)]
+
+
+def possible_sets(top: list, n_layers: int, n_heads: int, control: str) -> int:
+    """How many distinct random sets ``control`` can draw (1: the control is fixed, not random)."""
+    if control == "any-layer":
+        return math.comb(n_layers * n_heads - len(top), len(top))
+    n = {}
+    for l, _ in top:
+        n[l] = n.get(l, 0) + 1
+    return math.prod(math.comb(n_heads - c, c) for c in n.values())
+
+
 # ---------------------------------------------------------------- payload
 
 @dataclass
@@ -140,20 +164,23 @@ F.PAYLOADS[HeadMasking.__name__] = HeadMasking
 
 @measure(HeadMasking)
 def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int | None, seed: int = 0,
-                 accuracy: bool = True):
+                 accuracy: bool = True, control: str = "same-layer"):
     """B-heads: the top ⌈``fraction`` · heads⌉ heads by the paper's retrieval score (§5.3)
     masked in ``form`` at every position, against as many random heads drawn from the same
     layers (``draws`` seeded draws, the top heads excluded), on the first ``questions`` kept
     questions (None: all) at every gold position; the difference log p(gold | top masked) −
     mean over draws of log p(gold | random masked), gold positions averaged within a question,
-    a bootstrap over questions. Below 0: the retrieval heads matter more."""
+    a bootstrap over questions. Below 0: the retrieval heads matter more. ``control="any-layer"``
+    draws the random heads from every layer instead (the check's alternative)."""
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
+    if control not in CONTROLS:
+        raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
     sc = qa.head_scores().retrieval  # [L, H]
     L, H = sc.shape
     k = max(1, math.ceil(fraction * L * H))
     top = top_heads(sc, k)
-    rand = same_layer_draws(top, H, draws, seed)
+    rand = same_layer_draws(top, H, draws, seed) if control == "same-layer" else any_layer_draws(top, L, H, draws, seed)
     ivs = [head_intervention(f"top{k}", form, top)]
     ivs += [head_intervention(f"random{k}-{d}", form, r) for d, r in enumerate(rand)]
     lp = qa.gold_logprob(ivs, qa.cfg.beyond_questions(questions))  # name -> [positions, questions]
@@ -172,7 +199,11 @@ def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int |
         "k": k, "heads_total": L * H, "fraction": fraction, "draws": draws,
         "questions": int(per_q.size), "positions": int(lp["none"].shape[0]),
         "top_heads": [list(x) for x in top], "top_scores": [round(float(sc[l, h]), 4) for l, h in top],
+        "control": {"same-layer": "random heads of the top heads' layers, as many in each",
+                    "any-layer": "random heads of any layer"}[control],
         "random_heads": [[list(x) for x in r] for r in rand],
+        "distinct_random_sets": len({tuple(r) for r in rand}),
+        "possible_random_sets": possible_sets(top, L, H, control),
         "top_minus_none": float((lp[f"top{k}"] - lp["none"]).mean()),
         "random_minus_none": float((rnd - lp["none"]).mean()),
         "per_draw_random_minus_none": [round(float((lp[f"random{k}-{d}"] - lp["none"]).mean()), 4)

@@ -72,6 +72,7 @@ class ClaimRecord:
     readings_passing: list[str] | None = None  # readings that pass the paper's sanity check (Table 1) here
     fragile: bool | None = None  # the verdict differs between readings that pass it
     precondition_failed: list[str] | None = None  # checks this one rests on that do not hold here (B-heads: C5e/C5f)
+    precondition_in_doubt: list[str] | None = None  # ... "not supported" but fragile (their alternatives disagree)
     expected: dict | None = None  # the known finding: {"outcomes": [...], "why": ...}
     test_outcome: str = ""  # passed | failed (the finding changed) | error | skipped
     run_at: str = ""

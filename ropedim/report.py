@@ -208,6 +208,7 @@ class Cell:
     changed: bool = False  # a check's known finding changed (its test failed)
     fragile: bool = False  # a check's verdict differs between readings Table 1 does not refute
     blocked: bool = False  # a check it rests on does not hold here (B-heads for C5e/C5f)
+    doubted: bool = False  # ... "not supported" there but fragile
 
     def __post_init__(self):
         vs = [r.verdict for r in self.records]
@@ -222,6 +223,7 @@ class Cell:
         self.changed = any(r.test_outcome == "failed" for r in self.records)
         self.fragile = any(r.fragile for r in self.records)
         self.blocked = any(r.precondition_failed for r in self.records)
+        self.doubted = not self.blocked and any(r.precondition_in_doubt for r in self.records)
 
 
 @dataclass
@@ -346,6 +348,10 @@ def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: 
             s.notes.append(f"{r.test_id}: precondition failed: {', '.join(r.precondition_failed)} is not supported "
                            "here (the retrieval heads cost no more than random heads of their layers), so masking "
                            "their dims says nothing specific to long-distance retrieval on this model and task.")
+        if r.precondition_in_doubt:
+            s.notes.append(f"{r.test_id}: precondition in doubt: {', '.join(r.precondition_in_doubt)} is not "
+                           "supported here but fragile (its alternatives disagree: see its row), so this verdict is "
+                           "not blocked; read it with that row beside it.")
         c = r.config
         if "n_kept" in c and (line := (
                 f"{r.model} on {c['task']}: data {c['data']}; {c['n_kept']} questions kept at each of the "

@@ -69,10 +69,13 @@ def annotate(records: list[ClaimRecord]) -> None:
 
 def link_preconditions(records: list[ClaimRecord]) -> None:
     """Set ``precondition_failed`` on each record of a claim in :data:`PRECONDITIONS` to the
-    test ids of the checks it rests on that are "not supported" on the same model and task
-    (None where every one holds or none was run)."""
+    test ids of the checks it rests on that are "not supported" on the same model and task,
+    and robustly so (None where every one holds or none was run); a "not supported" that is
+    fragile (its alternatives disagree) puts the precondition in doubt
+    (``precondition_in_doubt``), not failed: no claim is blocked by a verdict our choice made."""
     for r in records:
         if r.claim in PRECONDITIONS:
-            failing = [b.test_id for b in records if b.claim == PRECONDITIONS[r.claim] and b.model == r.model
+            failing = [b for b in records if b.claim == PRECONDITIONS[r.claim] and b.model == r.model
                        and task_of(b) == task_of(r) and b.verdict == NOT_SUPPORTED]
-            r.precondition_failed = failing or None
+            r.precondition_failed = [b.test_id for b in failing if not b.fragile] or None
+            r.precondition_in_doubt = [b.test_id for b in failing if b.fragile] or None

@@ -84,12 +84,15 @@ class Verdict:
 
 
 def _straddles(est: Estimate, ci: str, bar: float, what: str) -> Verdict:
-    """Inconclusive: the interval reaches ``bar``. Underpowered, or near the threshold."""
-    hw, dist = (est.high - est.low) / 2, abs(est.value - bar)
+    """Inconclusive: the interval reaches ``bar``. Underpowered, or near the threshold. The n
+    that would decide it scales the interval's side that faces the bar (a bootstrap interval
+    can be skewed: the whole width's half could be narrower than the distance it must clear)."""
+    hw = est.high - est.value if est.value < bar else est.value - est.low  # the side that reaches the bar
+    dist = abs(est.value - bar)
     if dist == 0 or hw / dist > NEAR or not est.n:
         return Verdict(INCONCLUSIVE, f"{ci} {what} {bar:g}; the estimate is too close to the bar to decide",
                        "near the threshold")
-    n = math.ceil(est.n * (hw / dist) ** 2)
+    n = max(est.n + 1, math.ceil(est.n * (hw / dist) ** 2))  # an interval that just touches the bar: one more
     unit = f" {est.unit}" if est.unit else ""
     return Verdict(INCONCLUSIVE, f"{ci} {what} {bar:g}; underpowered: about {n}{unit} would decide it "
                                  f"(now {est.n})", "underpowered", n)

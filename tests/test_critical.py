@@ -103,6 +103,31 @@ def test_llm_rows_pass_at_d_c_and_fail_a_quarter_away(anatomy):
     assert judge(est, check.criterion).outcome == NOT_SUPPORTED
 
 
+def test_a_sliding_window_layer_is_predicted_from_its_window(anatomy):
+    """Gemma 3's local layers see 512 tokens of a 32768 context: their T is the window (the
+    primary span); the alternative gives every layer the context. A planted curve that steps
+    at the window's d_c passes under the primary and fails under the context reading."""
+    from types import SimpleNamespace
+
+    from ropedim.critical import layer_predictions, layer_spans, llm_critical
+    check = next(c for c in CHECKS if c.key == "B-critical-wq")
+    local = SimpleNamespace(**vars(anatomy), sliding_window=[512] * 6 + [None] * 2)
+    assert layer_spans(local, 32768).tolist() == [512] * 6 + [32768] * 2
+    assert layer_spans(local, 32768, "context").tolist() == [32768] * 8
+    assert layer_spans(anatomy, 2048).tolist() == [2048] * 8  # no windows: both spans agree
+    pred = layer_predictions(local, 32768)
+    assert pred[0] == predicted(64, 1e4, 512) < pred[-1] == predicted(64, 1e4, 32768)
+    values = _planted_values(local, int(pred[0]))
+    values[6:] = _planted_values(local, int(pred[-1]))[6:]
+    est, fig = llm_critical(values, local, 32768, "planted")
+    assert judge(est, check.criterion).outcome == SUPPORTED and est.extra["groups"][0]["T"] == [512]
+    alt = {**check.args, **next(iter(check.alternatives.values()))}
+    est, _ = llm_critical(values, local, 32768, "planted", span=alt["span"])
+    assert judge(est, check.criterion).outcome == NOT_SUPPORTED
+    with pytest.raises(ValueError, match="span must be one of"):
+        layer_spans(local, 32768, "both")
+
+
 def test_a_cell_whose_toy_did_not_learn_is_left_out_and_shown():
     """A cell's untrained toy (final loss near chance) steps anywhere: it is excluded from
     the statistic (said in the record), unless the alternative counts every cell."""

@@ -16,7 +16,8 @@ import torch
 from claims.table import check_by_key
 from ropedim import models
 from ropedim.anatomy import attention_configs, attention_modules
-from ropedim.head_ablation import head_intervention, same_layer_draws, top_heads, uniform_heads, zero_heads
+from ropedim.head_ablation import (any_layer_draws, head_intervention, possible_sets, same_layer_draws, top_heads,
+                                   uniform_heads, zero_heads)
 from ropedim.hooks import capture
 from ropedim.measures import MEASURES
 from ropedim.qa.config import QAConfig
@@ -117,6 +118,20 @@ def test_top_heads_and_same_layer_draws():
     assert len({tuple(d) for d in draws}) > 1
     with pytest.raises(ValueError, match="only 1 others"):
         same_layer_draws([(0, 0), (0, 1)], 3, 1, 0)
+    anywhere = any_layer_draws(top, 4, 5, 6, seed=0)
+    assert anywhere == any_layer_draws(top, 4, 5, 6, seed=0) and len(anywhere) == 6
+    assert all(len(set(d)) == 3 and not set(d) & set(top) for d in anywhere)
+    assert len({l for d in anywhere for l, _ in d}) > 2  # not held to the top heads' layers
+
+
+def test_possible_sets_says_when_the_same_layer_control_is_fixed():
+    """gemma3's case: 4 heads per layer, 2 top heads in layer 0, one in layers 1 and 3: layer 0's
+    other two are always drawn, so 1 x 3 x 3 sets exist; anywhere, C(68, 4)."""
+    top = [(3, 3), (0, 1), (0, 0), (1, 2)]
+    assert possible_sets(top, 18, 4, "same-layer") == 9
+    assert possible_sets([(0, 0), (0, 1)], 18, 4, "same-layer") == 1
+    assert possible_sets(top, 18, 4, "any-layer") == 814385
+    assert all(sorted(x for x in d if x[0] == 0) == [(0, 2), (0, 3)] for d in same_layer_draws(top, 4, 5, 0))
 
 
 # ---------------------------------------------------------------- planted runs: the check must fail
@@ -196,6 +211,16 @@ def test_b_heads_fails_when_the_retrieval_score_marks_random_heads(form):
     smaller = PlantedHeads(good.score, good.cost)
     alt = run(smaller, seed=0, **{**check.args, **next(iter(check.alternatives.values()))})
     assert not smaller.answered and "accuracy" not in alt.estimate.extra
+    # the control drawn from every layer is the check's alternative; it still separates planted heads
+    anywhere = PlantedHeads(good.score, good.cost)
+    alt = run(anywhere, seed=0, **{**check.args, **check.alternatives["random heads of any layer"]})
+    assert judge(alt.estimate, check.criterion).outcome == SUPPORTED
+    assert alt.estimate.extra["control"] == "random heads of any layer"
+    assert alt.estimate.extra["possible_random_sets"] > alt.estimate.extra["distinct_random_sets"] == 5
+    for seed in (0, 1):
+        bad = _planted(False, seed)
+        alt = run(bad, seed=0, **{**check.args, **check.alternatives["random heads of any layer"]})
+        assert judge(alt.estimate, check.criterion).outcome != SUPPORTED
 
 
 def test_c5e_and_c5f_are_marked_precondition_failed_where_b_heads_does_not_hold():
@@ -216,3 +241,9 @@ def test_c5e_and_c5f_are_marked_precondition_failed_where_b_heads_does_not_hold(
     assert rows[2].precondition_failed == ["B-heads-m-zero-nq"] == rows[3].precondition_failed
     assert all(r.precondition_failed is None for r in rows[4:])
     assert Cell(rows[2:4]).blocked and not Cell(rows[4:5]).blocked
+    # a "not supported" whose alternatives disagree (fragile) puts the precondition in doubt, not failed
+    rows[0].alternatives = {"1% of heads": {"verdict": "supported"}}
+    annotate(rows)
+    assert rows[0].fragile and rows[2].precondition_failed is None
+    assert rows[2].precondition_in_doubt == ["B-heads-m-zero-nq"] == rows[3].precondition_in_doubt
+    assert not Cell(rows[2:4]).blocked and Cell(rows[2:4]).doubted

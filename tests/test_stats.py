@@ -84,5 +84,9 @@ def test_inconclusive_says_why():
     assert under.outcome == INCONCLUSIVE and under.cause == "underpowered" and under.n_needed == 47
     near = judge(stats.Estimate(0.01, -0.2, 0.22, n=30, unit="questions"), Criterion("greater", 0.0))
     assert near.cause == "near the threshold" and near.n_needed is None
+    # a skewed interval (qwen2.5-1.5b's B-critical utility row): the side facing the bar sets the n,
+    # so the n that would decide it always exceeds the n that did not
+    skew = judge(stats.Estimate(-0.469, -0.531, 0.141, n=28, unit="layers"), Criterion("within", (-0.125, 0.125)))
+    assert skew.cause == "underpowered" and skew.n_needed == 89 > 28
     pre = judge(stats.Estimate(1.0, 0.5, 1.5, precondition="floor"), Criterion("greater", 0.0))
     assert pre.cause == "precondition" and pre.reason == "floor"
