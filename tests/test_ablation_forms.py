@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from claims.table import check_by_key
+from doubles import planted_correctness
 from ropedim import models
 from ropedim.ablation_forms import FORMS, form_intervention, key_mask, storage_mask
 from ropedim.anatomy import attention_configs, attention_modules
@@ -164,18 +165,13 @@ class PlantedDims:
             out[iv.name] = base - c * rng.uniform(0.5, 1.5, (3, n)) + rng.normal(0, 0.1, (3, n))
         return out
 
+    def _cost(self, iv):
+        form, which = iv.name.split("/")
+        return self.cost_last.get(form, 0.0) if which == "last" else self.cost_first
+
     def correctness_under(self, interventions, questions=None):
         """Right answers lost with probability min(1, cost / 2) per prompt."""
-        rng = np.random.default_rng(2)
-        n = questions or 30
-        base = (rng.uniform(size=(3, n)) < 0.6).astype(float)
-        out = {"none": base}
-        for iv in interventions:
-            self.answered.append(iv.name)
-            form, which = iv.name.split("/")
-            c = self.cost_last.get(form, 0.0) if which == "last" else self.cost_first
-            out[iv.name] = base * (rng.uniform(size=(3, n)) >= min(1.0, c / 2))
-        return out
+        return planted_correctness(interventions, self._cost, 2, self.answered, questions)
 
 
 @pytest.mark.parametrize("variant", ["first-vs-last", "last"])

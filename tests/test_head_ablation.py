@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from claims.table import check_by_key
+from doubles import planted_correctness
 from ropedim import models
 from ropedim.anatomy import attention_configs, attention_modules
 from ropedim.head_ablation import (any_layer_draws, head_intervention, possible_sets, same_layer_draws, top_heads,
@@ -163,15 +164,8 @@ class PlantedHeads:
 
     def correctness_under(self, interventions, questions=None):
         """A right answer is lost with probability min(1, cost / 5) of the masked heads."""
-        rng = np.random.default_rng(2)
-        n = questions or 30
-        base = (rng.uniform(size=(3, n)) < 0.6).astype(float)
-        out = {"none": base}
-        for iv in interventions:
-            self.answered.append(iv.name)
-            c = sum(self.cost[l, h] for l, h in iv.spec["heads"])
-            out[iv.name] = base * (rng.uniform(size=(3, n)) >= min(1.0, c / 5))
-        return out
+        return planted_correctness(interventions, lambda iv: sum(self.cost[l, h] for l, h in iv.spec["heads"]), 5,
+                                   self.answered, questions)
 
 
 def _planted(matters_is_scored: bool, seed=0):

@@ -61,15 +61,8 @@ class QARun(Protocol):
     # the same for query masks from the question on
 
     def correctness_under(self, interventions: Sequence[Intervention], questions: int | None = None
-                          ) -> dict[str, np.ndarray]:
-        """{name: 0/1 [positions, questions]} answered under each intervention (any hook, at
-        every position: faithful) and unmasked ("none", always included), on the first
-        ``questions`` kept questions: the accuracy beside :meth:`gold_logprob`'s log-prob for
-        the same interventions and questions. Answers are cached per prompt and intervention
-        (keyed by its spec), so workers split them and checks that share one answer it once."""
-        n = self._n_questions(questions)
-        return {iv.name: correctness({iv.name: answer_under(self.loaded, self.qaset, iv, n)}, self.qaset)[iv.name]
-                .astype(float) for iv in [NONE, *(iv for iv in interventions if iv.name != "none")]}
+                          ) -> dict[str, np.ndarray]: ...
+    # name -> 0/1 [positions, questions] answered under each intervention (Study.correctness_under)
 
     def cached_correctness(self, mode: str) -> dict[str, np.ndarray] | None: ...  # correctness(mode) if on disk
 
