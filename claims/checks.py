@@ -264,13 +264,16 @@ CHECKS += [
 # Liu et al.'s T is the longest distance a layer sees in training: the context, or a sliding-window
 # layer's window (Gemma 3's local layers: 512 of 32768). The alternative gives every layer the context.
 _SPAN_ALTS = {"T = the context for every layer (sliding windows ignored)": {"span": "context"}}
+# a model that rescales each query dim before RoPE (Gemma 3's q_norm): W_q × q_norm is what RoPE sees (as
+# C5a-scaled); skipped on a model without one
+_WQ_ALTS = {**_SPAN_ALTS, "W_q x q_norm (what RoPE sees; models with q_norm)": {"scaled": True}}
 _LLM_DC = Criterion("within", (-1 / 8, 1 / 8), "our choice: within the paper's own resolution, its masks of 16 "
                                                 "of 128 dims (one eighth of the head), as the toy's error; T is the "
                                                 "model's configured context (max_position_embeddings)")
 CHECKS += [
     Check("B-critical", "wq", Weights(), "critical_wq",
           "(where the W_q row-norm curve rises − d_c from the layers' θ and the model's context) / head dim",
-          _LLM_DC, {"scaled": False}, "0 (Liu et al.'s prediction)", alternatives=_SPAN_ALTS, beyond=True),
+          _LLM_DC, {"scaled": False}, "0 (Liu et al.'s prediction)", alternatives=_WQ_ALTS, beyond=True),
     *(Check("B-critical", f"utility-{task}", QA(task), "critical_utility",
             "(where the utility curve rises − d_c from the layers' θ and the model's context) / head dim",
             _LLM_DC, {"reading": PRIMARY}, "0 (Liu et al.'s prediction)", alternatives=_SPAN_ALTS, beyond=True)

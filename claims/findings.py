@@ -262,10 +262,10 @@ FINDINGS.update({
             "learned q_norm before RoPE, so the raw W_q rows are not what RoPE sees (as C5a's finding)"),
     # the critical dimension (Liu et al.): d_c from each layer's θ and span
     ("B-critical-wq", "gemma3", "default"): Finding(
-        NS, "beyond the paper: the averaged W_q row-norm curve rises far before d_c: at 38 of 256 where d_c = "
-            "124 (15 local layers, θ 1e4, T = their 512-token window) and at 78 where d_c = 160 (3 global layers, "
-            "θ 1e6, T = 32768); with T = the context for every layer (the alternative) it is further off. "
-            "Robust to the span; the raw rows are before Gemma 3's q_norm rescaling"),
+        INC, "beyond the paper: precondition: Gemma 3's raw W_q row norms fall with θ rank (as C5a's finding), so "
+             "'where the curve rises' is not defined; W_q x q_norm (what RoPE sees, the alternative) rises, at 50 "
+             "of 256 where d_c = 124 (local layers, T = their 512-token window) and at 42 where d_c = 160 (global), "
+             "but 18 layers do not decide it"),
     ("B-critical-utility-synthetic", "gemma3", "default"): Finding(
         NS, "beyond the paper: the averaged utility curve rises at 30 of 256 where d_c = 124 (local layers, T = "
             "the window) and at 48 where d_c = 160 (global layers): most dims are used, far more than d_c says "

@@ -303,12 +303,18 @@ def llm_critical(values: torch.Tensor, anatomy, context: int, subject: str, seed
 
     est = stats.cluster_bootstrap(paper.shape[0], stat, seed=seed)
     est.unit = "layers"
-    measured = [transition(paper[pred == g].mean((0, 1))) for g in groups]
+    curves = [paper[pred == g].mean((0, 1)) for g in groups]
+    measured = [transition(c) for c in curves]
+    rises = [bool(c[m:].mean() > c[:m].mean()) for c, m in zip(curves, measured)]
     t_of = {g: sorted({int(t) for t in spans[pred == g]}) for g in groups}
     est.extra = {"context": context, "head_dim": d, "span": span, "groups": [
-        {"predicted": int(g), "measured": int(m), "layers": int((pred == g).sum()), "T": t_of[g]}
-        for g, m in zip(groups, measured)],
+        {"predicted": int(g), "measured": int(m), "layers": int((pred == g).sum()), "T": t_of[g], "rises": r}
+        for g, m, r in zip(groups, measured, rises)],
         "estimator": "least-squares change point of the curve averaged over the group's layers and heads"}
+    if not all(rises):
+        est.precondition = ("the averaged curve falls at its change point (d_c = " + ", ".join(
+            str(int(g)) for g, r in zip(groups, rises) if not r) + "): it does not rise, so where it rises is not "
+            "defined here")
     fig = CriticalDims(subject, d, [f"d_c = {g} (T = {'/'.join(map(str, t_of[g]))})" for g in groups],
                        [int(g) for g in groups],
                        [[m] for m in measured], [paper[pred == g].mean((0, 1)).tolist() for g in groups],

@@ -103,6 +103,20 @@ def test_llm_rows_pass_at_d_c_and_fail_a_quarter_away(anatomy):
     assert judge(est, check.criterion).outcome == NOT_SUPPORTED
 
 
+def test_a_curve_that_falls_is_not_located(anatomy):
+    """Gemma 3's raw W_q rows fall with θ rank: the change point of a falling curve is not
+    where it rises, so the row is inconclusive (precondition), not a miss of d_c."""
+    from ropedim.critical import layer_predictions, llm_critical
+    from ropedim.verdict import INCONCLUSIVE
+    check = next(c for c in CHECKS if c.key == "B-critical-wq")
+    dc = int(layer_predictions(anatomy, 2048)[0])
+    falling = 2.0 - _planted_values(anatomy, dc - 16)  # steps down a quarter early
+    est, _ = llm_critical(falling, anatomy, 2048, "planted")
+    v = judge(est, check.criterion)
+    assert v.outcome == INCONCLUSIVE and v.cause == "precondition" and "falls" in v.reason
+    assert est.extra["groups"][0]["rises"] is False
+
+
 def test_a_sliding_window_layer_is_predicted_from_its_window(anatomy):
     """Gemma 3's local layers see 512 tokens of a 32768 context: their T is the window (the
     primary span); the alternative gives every layer the context. A planted curve that steps
