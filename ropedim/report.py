@@ -251,6 +251,11 @@ class Section:
     configs: dict = field(default_factory=dict)  # subject -> "key = value; ..."
 
 
+def _are(ids: list[str]) -> str:
+    """'a is' / 'a and b are': the subject of a note's verb."""
+    return f"{ids[0]} is" if len(ids) == 1 else f"{', '.join(ids[:-1])} and {ids[-1]} are"
+
+
 def anchor(claim_id: str) -> str:
     return claim_id.lower().replace(" ", "-")
 
@@ -345,12 +350,12 @@ def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: 
         if (line := _accuracy_note(r)) is not None:
             s.notes.append(line)
         if r.precondition_failed:
-            s.notes.append(f"{r.test_id}: precondition failed: {', '.join(r.precondition_failed)} is not supported "
+            s.notes.append(f"{r.test_id}: precondition failed: {_are(r.precondition_failed)} not supported "
                            "here (the retrieval heads cost no more than random heads of their layers), so masking "
                            "their dims says nothing specific to long-distance retrieval on this model and task.")
         if r.precondition_in_doubt:
-            s.notes.append(f"{r.test_id}: precondition in doubt: {', '.join(r.precondition_in_doubt)} is not "
-                           "supported here but fragile (its alternatives disagree: see its row), so this verdict is "
+            s.notes.append(f"{r.test_id}: precondition in doubt: {_are(r.precondition_in_doubt)} not "
+                           "supported here but fragile (alternatives disagree: see the row), so this verdict is "
                            "not blocked; read it with that row beside it.")
         c = r.config
         if "n_kept" in c and (line := (
