@@ -356,7 +356,7 @@ def _section(cid, claim, mine: list[ClaimRecord], figs: list[Path], report_dir: 
         if r.precondition_in_doubt:
             s.notes.append(f"{r.test_id}: precondition in doubt: {_are(r.precondition_in_doubt)} not "
                            "supported here but fragile (alternatives disagree: see the row), so this verdict is "
-                           "not blocked; read it with that row beside it.")
+                           "not blocked; read it with the rows named beside it.")
         c = r.config
         if "n_kept" in c and (line := (
                 f"{r.model} on {c['task']}: data {c['data']}; {c['n_kept']} questions kept at each of the "
