@@ -297,6 +297,11 @@ FINDINGS.update({
     ("B-critical-utility-synthetic", "qwen2.5-1.5b", "default"): Finding(
         INC, "beyond the paper: the averaged utility curve's change point (20 of 128) sits well before d_c = 80, "
              "but the layer bootstrap reaches the band (28 layers)"),
+    ("B-heads-zero-synthetic", "qwen2.5-1.5b", "default"): Finding(
+        INC, "beyond the paper: underpowered over 4 questions: zeroing the top 17 heads' output *raises* the gold "
+             "log-prob, and so do random heads of the same layers on average (the 5 draws spread from a loss to a "
+             "larger gain); fragile: random heads of any layer cost more than the top heads (the alternative says "
+             "'not supported'). No greedy answer changed under any of these masks"),
     ("B-massive-ablation-synthetic", "qwen2.5-1.5b", "default"): Finding(
         NS, "beyond the paper: as on smollm2, replacing each head's massive query dim by its mean costs less gold "
             "log-prob than replacing a random dim, it even raises it (4 questions × 3 positions): the massive dims "
