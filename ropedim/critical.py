@@ -168,6 +168,7 @@ class CriticalDims(Payload):
     measured: list[list[int]]  # [grid][seed] (an LLM: [group][one value])
     curves: list[list[float]]  # [grid][dim] mean magnitude (an LLM: the averaged curve)
     notes: list[str] = field(default_factory=list)  # per cell: e.g. the final training loss
+    left_out: list[bool] = field(default_factory=list)  # per cell: not counted (its toy did not learn the task)
 
 
 PAYLOADS["CriticalDims"] = CriticalDims
@@ -191,7 +192,7 @@ def critical_fig(payloads):
         mean = np.array([x.mean() for x in m])
         err = [mean - [x.min() for x in m], [x.max() for x in m] - mean]
         colour = "tab:red" if f.subject.startswith("toy") else model_colour(f.subject.split(" ")[0])
-        out = np.array([bool(f.notes) and "left out" in f.notes[i] for i in range(len(m))])  # untrained cells
+        out = np.array(f.left_out or [False] * len(m), bool)  # untrained cells
         for sel, face, label in ((~out, colour, f.subject), (out, "none", f"{f.subject}: untrained, left out")):
             if sel.any():
                 ax.errorbar(np.asarray(f.predicted)[sel] / f.dim, mean[sel] / f.dim,
@@ -244,17 +245,17 @@ def critical_dimension(runs: dict, *, grid: tuple, n_seeds: int, init: str, stat
         entries = grid_transitions(cfg, grid, seeds, {(float(cfg.base), int(cfg.max_position)): own})
     else:  # heads without RoPE (whatever the setup is called: the controls swap them in) serve every cell
         entries = {(b, t): _entry(cfg.dim, b, t, own) for b, t in grid}
-    est = critical_statistic(entries, statistic, cfg.dim,
-                             None if trained_below is None else trained_below * math.log(cfg.n))
+    max_loss = None if trained_below is None else trained_below * math.log(cfg.n)
+    dropped = untrained(entries, max_loss)
+    est = critical_statistic(entries, statistic, cfg.dim, max_loss)
     est.extra.update(toy_config={k: v for k, v in cfg.to_dict().items() if k not in ("base", "max_position")},
                      training_seconds=sum(e["seconds"] for e in entries.values()), seeds=seeds,
                      estimator="least-squares change point of mean |q|,|k| per rotary pair (two-level step)")
     fig = CriticalDims(f"toy ({setup})", cfg.dim, [_label(*k) for k in entries], [e["predicted"] for e in entries.values()],
                        [e["measured"] for e in entries.values()], [e["curve"] for e in entries.values()],
                        [f"final loss {np.mean(e['final_train_loss']):.2f} nats"
-                        + (" (untrained: left out)" if k in untrained(entries, None if trained_below is None else
-                                                                       trained_below * math.log(cfg.n)) else "")
-                        for k, e in entries.items()])
+                        + (" (untrained: left out)" if k in dropped else "") for k, e in entries.items()],
+                       [k in dropped for k in entries])
     return Measurement(est, fig)
 
 
@@ -317,7 +318,7 @@ def llm_critical(values: torch.Tensor, anatomy, context: int, subject: str, seed
             "defined here")
     fig = CriticalDims(subject, d, [f"d_c = {g} (T = {'/'.join(map(str, t_of[g]))})" for g in groups],
                        [int(g) for g in groups],
-                       [[m] for m in measured], [paper[pred == g].mean((0, 1)).tolist() for g in groups],
+                       [[m] for m in measured], [c.tolist() for c in curves],
                        [f"{int((pred == g).sum())} layers" for g in groups])
     return est, fig
 

@@ -183,7 +183,8 @@ def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int |
     rand = same_layer_draws(top, H, draws, seed) if control == "same-layer" else any_layer_draws(top, L, H, draws, seed)
     ivs = [head_intervention(f"top{k}", form, top)]
     ivs += [head_intervention(f"random{k}-{d}", form, r) for d, r in enumerate(rand)]
-    lp = qa.gold_logprob(ivs, qa.cfg.beyond_questions(questions))  # name -> [positions, questions]
+    nq = qa.cfg.beyond_questions(questions)
+    lp = qa.gold_logprob(ivs, nq)  # name -> [positions, questions]
     rnd = np.mean([lp[f"random{k}-{d}"] for d in range(draws)], axis=0)
     per_q = (lp[f"top{k}"] - rnd).mean(0)  # [questions]
     est = stats.mean_ci(per_q, seed=seed)
@@ -223,7 +224,7 @@ def head_masking(qa, *, form: str, fraction: float, draws: int, questions: int |
     payload = HeadMasking(qa.loaded.name, qa.cfg.task, form, k, [list(x) for x in top],
                           *stats.by_position({n: v - lp["none"] for n, v in lp.items() if n != "none"}, seed))
     if accuracy:
-        acc = qa.correctness_under(ivs, qa.cfg.beyond_questions(questions))  # name -> 0/1 [positions, questions]
+        acc = qa.correctness_under(ivs, nq)  # name -> 0/1 [positions, questions]
         racc = np.mean([acc[f"random{k}-{d}"] for d in range(draws)], axis=0)
         est.extra["accuracy"] = {
             "unit": "points", "measure": "best_subspan_em of greedy answers under each intervention",

@@ -60,10 +60,6 @@ class QARun(Protocol):
     def gold_logprob_fast(self, masks, questions: int | None = None) -> dict[str, np.ndarray]: ...
     # the same for query masks from the question on
 
-    def correctness_under(self, interventions: Sequence[Intervention], questions: int | None = None
-                          ) -> dict[str, np.ndarray]: ...
-    # name -> 0/1 [positions, questions] answered under each intervention (Study.correctness_under)
-
     def cached_correctness(self, mode: str) -> dict[str, np.ndarray] | None: ...  # correctness(mode) if on disk
 
     def correctness_of(self, masks, mode: str, questions: int | None = None) -> dict[str, np.ndarray]: ...
